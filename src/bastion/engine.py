@@ -1,0 +1,137 @@
+"""The gate: walk the inputs, hand each file to the analyzers that claim it, apply the policy.
+
+This is the whole of ``bastion scan`` as a library call: :func:`scan` returns a
+:class:`~bastion.findings.Report` and never prints or exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bastion import __version__
+from bastion.analyzer import HEAD_SIZE, Context, Registry, Target
+from bastion.findings import Finding, Location, Report, ScanStats, Skipped
+from bastion.policy import DEFAULT, Policy, apply_policy
+from bastion.rules import ANALYZER_ERROR, EMPTY_MODEL_FILE, TOO_LARGE, UNREADABLE
+from bastion.walk import FileEntry, walk
+
+log = logging.getLogger(__name__)
+
+#: Called after each file: (display path, files done, files in all).
+Progress = Callable[[str, int, int], None]
+
+#: Extensions that make an empty file worth a note: a model or a manifest that failed to arrive.
+_MODEL_LIKE = (
+    ".pt", ".pth", ".bin", ".pkl", ".pickle", ".joblib", ".npy", ".npz", ".h5", ".hdf5",
+    ".keras", ".pb", ".onnx", ".safetensors", ".gguf", ".ckpt", ".msgpack", ".txt", ".lock",
+)
+
+
+def analyze_target(target: Target, ctx: Context) -> Iterator[Finding]:
+    """Run every claiming analyzer over one target; an analyzer crash becomes a finding."""
+    for analyzer in ctx.registry.claimants(target):
+        try:
+            yield from analyzer.analyze(target, ctx)
+        except (Exception, RecursionError, MemoryError) as exc:  # fail closed, never crash
+            log.debug("analyzer %s failed on %s", analyzer.name, target.location, exc_info=True)
+            yield ANALYZER_ERROR.finding(
+                target.location,
+                f"the {analyzer.name} analyzer failed: {type(exc).__name__}: {exc}",
+                properties={"analyzer": analyzer.name},
+            )
+
+
+def _file_target(entry: FileEntry) -> Target:
+    with entry.path.open("rb") as handle:
+        head = handle.read(HEAD_SIZE)
+    path = entry.path
+    return Target(Location(path=entry.display), entry.size, head, lambda: path.open("rb"))
+
+
+def scan_file(entry: FileEntry, ctx: Context) -> tuple[list[Finding], Skipped | None]:
+    """Analyse one file on disk: the unit of work a parallel runner distributes."""
+    location = Location(path=entry.display)
+    if entry.size > ctx.policy.limits.max_file_size:
+        return [TOO_LARGE.finding(
+            location, f"{entry.size} bytes is over the limit of {ctx.policy.limits.max_file_size}"
+        )], None
+    if entry.size == 0:
+        findings = []
+        if entry.display.lower().endswith(_MODEL_LIKE):
+            findings.append(EMPTY_MODEL_FILE.finding(location, "empty file (0 bytes)"))
+        return findings, Skipped(path=entry.display, reason="empty file")
+    try:
+        target = _file_target(entry)
+    except OSError as exc:
+        return [UNREADABLE.finding(location, f"cannot read: {exc.strerror or exc}")], None
+    claimants = ctx.registry.claimants(target)
+    if not claimants:
+        return [], Skipped(path=entry.display, reason="no analyzer claims this content")
+    try:
+        return list(analyze_target(target, ctx)), None
+    except OSError as exc:  # the file vanished or broke mid-read
+        return [UNREADABLE.finding(location, f"read failed: {exc.strerror or exc}")], None
+
+
+def _sort_key(f: Finding) -> tuple[int, str, tuple[str, ...], int, str, str]:
+    loc = f.location
+    return (-f.severity.rank, loc.path, loc.members, loc.offset or loc.line or 0, f.rule_id,
+            f.message)
+
+
+def scan_paths(
+    paths: Sequence[str | Path],
+    policy: Policy = DEFAULT,
+    *,
+    registry: Registry | None = None,
+    policy_source: str = "",
+    progress: Progress | None = None,
+) -> Report:
+    """Scan files and folders and return the report (findings sorted, policy applied)."""
+    started = datetime.now(UTC)
+    clock = time.perf_counter()
+    roots = [str(p) for p in paths]
+    ctx = Context(policy=policy, registry=registry if registry is not None else Registry.default())
+
+    findings: list[Finding] = []
+    skipped: list[Skipped] = []
+    entries: list[FileEntry] = []
+    for item in walk(roots, policy):
+        if isinstance(item, FileEntry):
+            entries.append(item)
+        elif isinstance(item, Skipped):
+            skipped.append(item)
+        else:
+            findings.append(item)
+
+    analyzed = 0
+    total_bytes = 0
+    for done, entry in enumerate(entries, 1):
+        found, skip = scan_file(entry, ctx)
+        findings.extend(found)
+        total_bytes += entry.size
+        if skip is not None:
+            skipped.append(skip)
+        else:
+            analyzed += 1
+        if progress is not None:
+            progress(entry.display, done, len(entries))
+
+    findings = apply_policy(findings, policy, source=policy_source)
+    findings.sort(key=_sort_key)
+    return Report(
+        tool_version=__version__,
+        started=started,
+        roots=tuple(roots),
+        fail_on=policy.fail_on,
+        findings=tuple(findings),
+        skipped=tuple(sorted(skipped, key=lambda s: s.path)),
+        stats=ScanStats(
+            files=len(entries), bytes=total_bytes, analyzed=analyzed,
+            seconds=round(time.perf_counter() - clock, 3),
+        ),
+    )

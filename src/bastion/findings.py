@@ -1,0 +1,278 @@
+"""The one result model every Bastion capability reports through.
+
+A :class:`Finding` is an immutable value: a rule id from the catalogue, a severity, where it
+was found (file, and inside it the archive member chain, byte offset or line), what was found
+and why it matters, the evidence, the fix and references. A :class:`Report` gathers the
+findings of one run with what was scanned and what was skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+#: Longest evidence or message text kept in a finding. Scanned files are hostile: a
+#: multi-megabyte string argument must not become a multi-megabyte report.
+MAX_TEXT = 2_000
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def clip(text: str, limit: int = MAX_TEXT) -> str:
+    """Bound a text taken from a scanned artifact and make control characters visible.
+
+    Terminal escapes and bidi overrides in a hostile file must not reach a terminal or a
+    report as live characters.
+    """
+    if len(text) > limit:
+        text = text[:limit] + f"… [{len(text) - limit} more characters]"
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256
+                        else f"\\u{ord(m.group()):04x}", text)
+
+
+class Severity(StrEnum):
+    """How bad a finding is. Ordered: ``Severity.CRITICAL > Severity.HIGH``."""
+
+    INFO = "info"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Severity):
+            return NotImplemented
+        return self.rank < other.rank
+
+    def __le__(self, other: object) -> bool:
+        if not isinstance(other, Severity):
+            return NotImplemented
+        return self.rank <= other.rank
+
+    def __gt__(self, other: object) -> bool:
+        if not isinstance(other, Severity):
+            return NotImplemented
+        return self.rank > other.rank
+
+    def __ge__(self, other: object) -> bool:
+        if not isinstance(other, Severity):
+            return NotImplemented
+        return self.rank >= other.rank
+
+
+_RANK = {s: i for i, s in enumerate(Severity)}
+
+
+class Category(StrEnum):
+    """What kind of risk a finding is about."""
+
+    CODE_EXECUTION = "code-execution"  # an artifact runs code when loaded
+    MALFORMED = "malformed"  # an artifact that does not parse; its loader may misbehave
+    RESOURCE = "resource-exhaustion"  # bombs, oversized structures
+    INTEGRITY = "integrity"  # signatures, hashes, tampering
+    VULNERABILITY = "vulnerability"  # known advisories
+    MALICIOUS_PACKAGE = "malicious-package"
+    DEPENDENCY_HYGIENE = "dependency-hygiene"  # unpinned, no hashes
+    CONFIGURATION = "configuration"  # insecure settings of ML infrastructure
+    ROBUSTNESS = "robustness"  # red-team results
+    PRIVACY = "privacy"
+    COVERAGE = "coverage"  # what could not be scanned
+    POLICY = "policy"
+
+
+class RefKind(StrEnum):
+    OWASP_ML = "owasp-ml"
+    ATLAS = "mitre-atlas"
+    CVE = "cve"
+    GHSA = "ghsa"
+    PYSEC = "pysec"
+    CWE = "cwe"
+    URL = "url"
+
+
+_REF_URLS = {
+    RefKind.OWASP_ML: "https://owasp.org/www-project-machine-learning-security-top-10/",
+    RefKind.ATLAS: "https://atlas.mitre.org/techniques/{id}",
+    RefKind.CVE: "https://www.cve.org/CVERecord?id={id}",
+    RefKind.GHSA: "https://github.com/advisories/{id}",
+    RefKind.PYSEC: "https://osv.dev/vulnerability/{id}",
+    RefKind.CWE: "https://cwe.mitre.org/data/definitions/{num}.html",
+}
+
+
+class Reference(BaseModel):
+    """A pointer to a taxonomy entry or advisory: OWASP ML Top 10, MITRE ATLAS, CVE, ..."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: RefKind
+    id: str
+    url: str | None = None
+
+    @classmethod
+    def of(cls, ref: str) -> Reference:
+        """Build a reference from its usual spelling: ``ML06``, ``AML.T0010``, ``CVE-…``."""
+        upper = ref.upper()
+        if upper.startswith("ML") and upper[2:4].isdigit():
+            kind = RefKind.OWASP_ML
+        elif upper.startswith("AML."):
+            kind = RefKind.ATLAS
+        elif upper.startswith("CVE-"):
+            kind = RefKind.CVE
+        elif upper.startswith("GHSA-"):
+            kind = RefKind.GHSA
+        elif upper.startswith("PYSEC-"):
+            kind = RefKind.PYSEC
+        elif upper.startswith("CWE-"):
+            kind = RefKind.CWE
+        elif ref.startswith(("https://", "http://")):
+            return cls(kind=RefKind.URL, id=ref, url=ref)
+        else:
+            raise ValueError(f"unrecognised reference {ref!r}")
+        template = _REF_URLS.get(kind)
+        url = template.format(id=ref, num=ref.split("-")[-1]) if template else None
+        return cls(kind=kind, id=ref, url=url)
+
+
+class Location(BaseModel):
+    """Where a finding is: a file, and inside it the member chain, byte offset or line.
+
+    ``members`` is the path through nested containers: ``("model.zip", "archive/data.pkl")``
+    for a pickle inside a zip inside the file at ``path``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    members: tuple[str, ...] = ()
+    offset: int | None = None
+    line: int | None = None
+
+    def child(self, member: str) -> Location:
+        """The location of a member inside this one."""
+        return Location(path=self.path, members=(*self.members, member))
+
+    def at(self, *, offset: int | None = None, line: int | None = None) -> Location:
+        return self.model_copy(update={"offset": offset, "line": line})
+
+    def __str__(self) -> str:
+        text = self.path
+        for member in self.members:
+            text += f" » {member}"
+        if self.line is not None:
+            text += f":{self.line}"
+        if self.offset is not None:
+            text += f" @{self.offset}"
+        return text
+
+
+class Suppression(BaseModel):
+    """Why a finding does not count: an ignore entry of the policy."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reason: str
+    expires: str | None = None
+    source: str = "policy"
+
+
+class Finding(BaseModel):
+    """One thing Bastion found. Immutable; policies return changed copies."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rule_id: str
+    severity: Severity
+    category: Category
+    location: Location
+    message: str
+    evidence: str | None = None
+    remediation: str | None = None
+    references: tuple[Reference, ...] = ()
+    suppression: Suppression | None = None
+    #: Machine-readable detail (e.g. the resolved callable and its arguments).
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def fingerprint(self) -> str:
+        """A stable identity across runs: rule, file, member chain and the evidence.
+
+        Byte offsets and line numbers are left out on purpose, so that unrelated edits
+        that move a finding do not make it look new to code scanning or a baseline.
+        """
+        key = "\x1f".join(
+            (self.rule_id, self.location.path, *self.location.members, self.evidence or "")
+        )
+        return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+    @property
+    def active(self) -> bool:
+        """False when the policy suppressed this finding."""
+        return self.suppression is None
+
+
+class Skipped(BaseModel):
+    """A file Bastion looked at but did not analyse, and why (data, not an error)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    reason: str
+
+
+class ScanStats(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    files: int = 0
+    bytes: int = 0
+    analyzed: int = 0
+    seconds: float = 0.0
+
+
+SCHEMA_VERSION = "1.0"
+
+
+class Report(BaseModel):
+    """The result of one Bastion run: findings, skipped inputs, and what was run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: str = SCHEMA_VERSION
+    tool_version: str
+    started: datetime
+    roots: tuple[str, ...]
+    fail_on: Severity
+    findings: tuple[Finding, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    stats: ScanStats = ScanStats()
+    #: Free-form notes for the reader, e.g. the advisory database's age.
+    notes: tuple[str, ...] = ()
+
+    @property
+    def active(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.active)
+
+    @property
+    def failing(self) -> tuple[Finding, ...]:
+        """Active findings at or above the fail threshold."""
+        return tuple(f for f in self.active if f.severity >= self.fail_on)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failing
+
+    def counts(self) -> dict[Severity, int]:
+        counts = {s: 0 for s in reversed(Severity)}
+        for finding in self.active:
+            counts[finding.severity] += 1
+        return counts
