@@ -106,10 +106,22 @@ class Registry:
         return Registry(a for a in self._analyzers if a.capability in capabilities)
 
     def claimants(self, target: Target) -> list[Analyzer]:
-        """The analyzers that handle this target: the first claimant of each capability."""
+        """The analyzers that handle this target: the first claimant of each capability.
+
+        An analyzer whose ``claims`` raises is taken as claiming (fail closed): the stand-in
+        re-raises from ``analyze``, so the engine reports it like any analyzer failure and
+        the scan goes on.
+        """
         chosen: dict[str, Analyzer] = {}
         for analyzer in self._analyzers:
-            if analyzer.capability not in chosen and analyzer.claims(target):
+            if analyzer.capability in chosen:
+                continue
+            try:
+                claimed = analyzer.claims(target)
+            except Exception as exc:
+                chosen[analyzer.capability] = _ClaimFailed(analyzer, exc)
+                continue
+            if claimed:
                 chosen[analyzer.capability] = analyzer
         return list(chosen.values())
 
@@ -119,6 +131,22 @@ class Registry:
             for rule in analyzer.rules:
                 seen.setdefault(rule.id, rule)
         return tuple(seen.values())
+
+
+class _ClaimFailed:
+    """Stands in for an analyzer whose ``claims`` raised; analysing re-raises that error."""
+
+    def __init__(self, analyzer: Analyzer, error: Exception) -> None:
+        self.name = analyzer.name
+        self.capability = analyzer.capability
+        self.rules = analyzer.rules
+        self._error = error
+
+    def claims(self, target: Target) -> bool:
+        return True
+
+    def analyze(self, target: Target, ctx: Context) -> Iterable[Finding]:
+        raise self._error
 
 
 @dataclass

@@ -12,27 +12,46 @@ import hashlib
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field
 
 #: Longest evidence or message text kept in a finding. Scanned files are hostile: a
 #: multi-megabyte string argument must not become a multi-megabyte report.
 MAX_TEXT = 2_000
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+#: Control characters, bidi overrides and lone surrogates (undecodable bytes of a file name).
+_CONTROL = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+
+
+def _show(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, kept by surrogateescape
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}"
+
+
+def visible(text: str) -> str:
+    """Make control characters, bidi overrides and undecodable bytes visible as escapes.
+
+    Terminal escapes and bidi overrides in a hostile file (or its *name*) must not reach a
+    terminal or a report as live characters, and a lone surrogate must not make a report
+    impossible to encode as UTF-8. Idempotent, so models may apply it on every validation.
+    """
+    return _CONTROL.sub(_show, text)
 
 
 def clip(text: str, limit: int = MAX_TEXT) -> str:
-    """Bound a text taken from a scanned artifact and make control characters visible.
-
-    Terminal escapes and bidi overrides in a hostile file must not reach a terminal or a
-    report as live characters.
-    """
+    """Bound a text taken from a scanned artifact and make control characters visible."""
     if len(text) > limit:
         text = text[:limit] + f"… [{len(text) - limit} more characters]"
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256
-                        else f"\\u{ord(m.group()):04x}", text)
+    return visible(text)
+
+
+#: A text that may come from a scanned artifact or a file name: always stored made visible.
+SafeText = Annotated[str, AfterValidator(visible)]
 
 
 class Severity(StrEnum):
@@ -152,8 +171,8 @@ class Location(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    path: str
-    members: tuple[str, ...] = ()
+    path: SafeText
+    members: tuple[SafeText, ...] = ()
     offset: int | None = None
     line: int | None = None
 
@@ -180,7 +199,7 @@ class Suppression(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    reason: str
+    reason: SafeText
     expires: str | None = None
     source: str = "policy"
 
@@ -194,8 +213,8 @@ class Finding(BaseModel):
     severity: Severity
     category: Category
     location: Location
-    message: str
-    evidence: str | None = None
+    message: SafeText
+    evidence: SafeText | None = None
     remediation: str | None = None
     references: tuple[Reference, ...] = ()
     suppression: Suppression | None = None
@@ -226,8 +245,8 @@ class Skipped(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    path: str
-    reason: str
+    path: SafeText
+    reason: SafeText
 
 
 class ScanStats(BaseModel):
@@ -250,13 +269,13 @@ class Report(BaseModel):
     schema_version: str = SCHEMA_VERSION
     tool_version: str
     started: datetime
-    roots: tuple[str, ...]
+    roots: tuple[SafeText, ...]
     fail_on: Severity
     findings: tuple[Finding, ...] = ()
     skipped: tuple[Skipped, ...] = ()
     stats: ScanStats = ScanStats()
     #: Free-form notes for the reader, e.g. the advisory database's age.
-    notes: tuple[str, ...] = ()
+    notes: tuple[SafeText, ...] = ()
 
     @property
     def active(self) -> tuple[Finding, ...]:
@@ -272,7 +291,7 @@ class Report(BaseModel):
         return not self.failing
 
     def counts(self) -> dict[Severity, int]:
-        counts = {s: 0 for s in reversed(Severity)}
+        counts = dict.fromkeys(reversed(Severity), 0)
         for finding in self.active:
             counts[finding.severity] += 1
         return counts

@@ -227,8 +227,13 @@ def _describe(exc: ValidationError, source: str, prefix: str) -> str:
         elif error["type"] == "enum":
             expected = error.get("ctx", {}).get("expected", "")
             msg = f"expected one of {expected}"
+        elif error["type"] == "missing":
+            msg = "required key is missing"
+        elif error["type"] == "value_error":  # our validators already quote the bad value
+            msg = msg.removeprefix("Value error, ")
         got = error.get("input")
-        shown = "" if error["type"] in ("missing", "extra_forbidden") else f" (got {got!r})"
+        quiet = ("missing", "extra_forbidden", "value_error")
+        shown = "" if error["type"] in quiet else f" (got {got!r})"
         lines.append(f"  {key}: {msg}{shown}")
     return "\n".join(lines)
 

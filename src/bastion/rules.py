@@ -93,7 +93,9 @@ SYMLINK_LOOP = Rule(
     title="Symbolic link loop",
     severity=Severity.LOW,
     category=Category.COVERAGE,
-    description="A symbolic link leads back into a folder already being walked; it was not followed.",
+    description=(
+        "A symbolic link leads back into a folder already being walked; it was not followed."
+    ),
     remediation="Remove the looping link.",
 )
 BROKEN_SYMLINK = Rule(

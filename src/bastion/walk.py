@@ -6,6 +6,7 @@ block or never end when opened) and unreadable folders are reported, never follo
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator, Sequence
@@ -50,13 +51,15 @@ def _display(path: str) -> str:
 def walk(roots: Sequence[str], policy: Policy) -> Iterator[WalkItem]:
     """Yield every regular file under the roots, plus findings and skips for the rest."""
     check_roots(roots)
-    seen_files: dict[tuple[int, int], str] = {}
+    # Every file and folder walked so far, by (device, inode): links that lead to the same
+    # place twice are walked once, so a lattice of links cannot blow up exponentially.
+    seen: dict[tuple[int, int], str] = {}
     for root in roots:
-        yield from _walk_root(root, policy, seen_files)
+        yield from _walk_root(root, policy, seen)
 
 
 def _walk_root(
-    root: str, policy: Policy, seen_files: dict[tuple[int, int], str]
+    root: str, policy: Policy, seen: dict[tuple[int, int], str]
 ) -> Iterator[WalkItem]:
     # Each stack entry: (path, display, keys of the real folders above it).
     stack: list[tuple[str, str, tuple[tuple[int, int], ...]]] = [(root, _display(root), ())]
@@ -72,7 +75,7 @@ def _walk_root(
             )
             continue
         except OSError as exc:
-            if exc.errno == 40:  # ELOOP: a link that points at itself
+            if exc.errno == errno.ELOOP:  # a link that points at itself
                 yield SYMLINK_LOOP.finding(Location(path=display), f"symbolic link loop: {exc}")
             else:
                 yield UNREADABLE.finding(Location(path=display), f"cannot stat: {exc.strerror}")
@@ -86,6 +89,11 @@ def _walk_root(
                     "not followed",
                 )
                 continue
+            first = seen.get(key)
+            if first is not None:
+                yield Skipped(path=display, reason=f"same folder as {first}")
+                continue
+            seen[key] = display
             if len(ancestors) >= MAX_DEPTH:
                 yield Skipped(path=display, reason=f"folder nesting deeper than {MAX_DEPTH}")
                 continue
@@ -93,23 +101,25 @@ def _walk_root(
                 with os.scandir(path) as it:
                     names = sorted(entry.name for entry in it)
             except OSError as exc:
-                yield UNREADABLE.finding(Location(path=display), f"cannot list folder: {exc.strerror}")
+                yield UNREADABLE.finding(
+                    Location(path=display), f"cannot list folder: {exc.strerror}"
+                )
                 continue
             chain = (*ancestors, key)
             # Reverse so the stack pops in sorted order: reports are deterministic.
             for name in reversed(names):
                 if name in SKIPPED_DIRS:
                     continue
-                child_display = f"{display.rstrip('/')}/{name}" if display else name
+                child_display = name if display in ("", ".") else f"{display.rstrip('/')}/{name}"
                 stack.append((os.path.join(path, name), child_display, chain))
         elif stat.S_ISREG(st.st_mode):
             if policy.excluded(display) and ancestors:
                 continue
-            first = seen_files.get(key)
+            first = seen.get(key)
             if first is not None:
                 yield Skipped(path=display, reason=f"same file as {first}")
                 continue
-            seen_files[key] = display
+            seen[key] = display
             yield FileEntry(Path(path), display, st.st_size)
         else:
             kind = "FIFO" if stat.S_ISFIFO(st.st_mode) else "device, socket or special file"
