@@ -38,7 +38,7 @@ QUIET = typer.Option(False, "--quiet", "-q", envvar="BASTION_QUIET",
 
 
 def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)  # paths stay greppable
 
 
 def fail(message: str, hint: str | None = None) -> NoReturn:

@@ -39,7 +39,10 @@ def rules(
             console.print("see: " + ", ".join(f"{r.id} {r.url or ''}" for r in rule.references),
                           markup=False)
         return
-    table = Table("rule", "severity", "category", "title", title=f"{len(catalogue)} rules")
+    table = Table(title=f"{len(catalogue)} rules")
+    table.add_column("rule", no_wrap=True)  # ids are copied into policies: never cut them
+    for name in ("severity", "category", "title"):
+        table.add_column(name)
     for rule in catalogue:
         table.add_row(rule.id, rule.severity.value, rule.category.value, rule.title)
     console.print(table)

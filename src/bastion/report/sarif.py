@@ -59,7 +59,9 @@ def _rule(rule: Rule) -> dict[str, Any]:
 
 
 def _uri(path: str) -> tuple[str, str | None]:
-    posix = path.replace("\\", "/")
+    # Paths are already POSIX (the walker converts os.sep); a backslash left in one is part
+    # of a name (or an escape made visible by ``clip``), not a separator.
+    posix = path
     if posix.startswith("/"):
         return Path(posix).as_uri(), None
     return quote(posix.removeprefix("./")), "%SRCROOT%"

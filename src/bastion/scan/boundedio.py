@@ -92,9 +92,10 @@ class _Decoder:
             data, self._pending = self._pending[4 + 5:], b""
         if self._zlib is not None:
             out = self._zlib.decompress(self._pending + data, n)
-            self._pending = self._zlib.unconsumed_tail
-            self._more = len(out) == n  # zlib may hold output back once ``n`` is reached
             self.eof = self._zlib.eof
+            # After the end, zlib reports the rest both as tail and as unused_data.
+            self._pending = b"" if self.eof else self._zlib.unconsumed_tail
+            self._more = len(out) == n  # zlib may hold output back once ``n`` is reached
             return out
         assert self._lib is not None
         out = self._lib.decompress(data, n)

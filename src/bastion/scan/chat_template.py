@@ -70,6 +70,7 @@ _TOKEN = re.compile(
       | (?P<other>.)""",
     re.VERBOSE | re.DOTALL,
 )
+_COMMENT = re.compile(r"\{#.*?#\}", re.DOTALL)
 _OPEN = re.compile(r"\{\{|\{%|\{#")
 _RAW = re.compile(r"\{%[-+]?\s*raw\s*[-+]?%\}")
 _ENDRAW = re.compile(r"\{%[-+]?\s*endraw\s*[-+]?%\}")
@@ -307,11 +308,13 @@ def analyze_template(source: str) -> list[TemplateHit]:
             SUSPICIOUS, f"template of {len(source)} characters; only the first "
             f"{MAX_TEMPLATE_CHARS} were tokenized", 1))
     if not any(h.kind == INTERNALS for h in hits.values()):
-        match = _RAW_INTERNALS.search(source)
-        if match is not None:  # a backstop in case the region split differs from Jinja's
+        # A backstop in case the region split differs from Jinja's: comments never render.
+        text = _COMMENT.sub(lambda m: "\n" * m.group().count("\n"), source)
+        match = _RAW_INTERNALS.search(text)
+        if match is not None:
             hits.setdefault((SUSPICIOUS, "raw"), TemplateHit(
                 SUSPICIOUS, f"internals name {match.group()!r} in template text",
-                line(match.start())))
+                text.count("\n", 0, match.start()) + 1))
     return sorted(hits.values(), key=lambda h: (h.kind != INTERNALS, h.line, h.detail))
 
 

@@ -132,7 +132,9 @@ def _global_finding(use: GlobalUse, location: Location) -> Finding | None:
     if use.calls:
         call = use.calls[0]
         message = f"calls {use.full}({call.args}) when loaded"
-        evidence = "; ".join(f"{use.full}({c.args}) at offset {c.offset}" for c in use.calls)
+        evidence = f"{use.via} {use.full} at offset {use.offset}; " + "; ".join(
+            f"called at offset {c.offset}" + (f" with ({c.args})" if i else "")
+            for i, c in enumerate(use.calls))
     else:
         message = f"imports {use.full} when loaded"
         evidence = f"{use.via} {use.module} {use.name} at offset {use.offset}"

@@ -128,7 +128,16 @@ enum: Enum IntEnum
 argparse: Namespace
 numpy: ndarray dtype matrix bool_ int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16
   float32 float64 complex64 complex128 longdouble str_ bytes_ object_ datetime64 timedelta64
-  void record memmap recarray ma float_ int_ uint intc uintc bool
+  void record recarray float_ int_ uint intc uintc bool
+  abs absolute acos acosh add arccos arccosh arcsin arcsinh arctan arctan2 arctanh asin asinh
+  atan atan2 atanh bitwise_and bitwise_count bitwise_invert bitwise_left_shift bitwise_not
+  bitwise_or bitwise_right_shift bitwise_xor cbrt ceil conj conjugate copysign cos cosh deg2rad
+  degrees divide divmod equal exp exp2 expm1 fabs float_power floor floor_divide fmax fmin fmod
+  frexp gcd greater greater_equal heaviside hypot invert isfinite isinf isnan isnat lcm ldexp
+  left_shift less less_equal log log10 log1p log2 logaddexp logaddexp2 logical_and logical_not
+  logical_or logical_xor matmul matvec maximum minimum mod modf multiply negative nextafter
+  not_equal positive pow power rad2deg radians reciprocal remainder right_shift rint sign
+  signbit sin sinh spacing sqrt square subtract tan tanh true_divide trunc vecdot vecmat
 numpy.core.multiarray: _reconstruct scalar
 numpy._core.multiarray: _reconstruct scalar
 numpy.core.numeric: _frombuffer
@@ -223,6 +232,10 @@ SAFE_CLASS_NAMESPACES = (
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CLASS_NAME = re.compile(r"_*[A-Z][A-Za-z0-9_]*")
 _DUNDER = re.compile(r"__\w+__")
+#: Helpers Cython generates for pickling extension types: they rebuild an instance of a class
+#: of the same module (``__pyx_unpickle_Tree``), or call ``cls.__new__`` (scikit-learn's
+#: ``newObj``). Trusted only inside the class namespaces below.
+_CYTHON_HELPER = re.compile(r"__pyx_unpickle_[A-Za-z_]\w*|newObj")
 
 
 def normalize(module: str, name: str) -> tuple[str, str]:
@@ -277,7 +290,7 @@ def classify(module: str, name: str, extra_allowed: Iterable[str] = ()) -> Class
                 "builtins.map", "builtins.filter", "itertools.starmap", "operator.itemgetter",
                 "copyreg._reconstructor.__call__"):
         return Classification(Verdict.SUSPICIOUS, f"{full} chains calls to other callables")
-    if "." not in name and _CLASS_NAME.fullmatch(name):
+    if "." not in name and (_CLASS_NAME.fullmatch(name) or _CYTHON_HELPER.fullmatch(name)):
         namespace = None
         for space in SAFE_CLASS_NAMESPACES:
             if (module + ".").startswith(space) or module == space.rstrip("."):
