@@ -176,9 +176,8 @@ def sample_report() -> Report:
         Location(path="models/bundle.zip", members=("inner.tar", "data.pkl")).at(offset=1234),
         "a member could not be read", evidence=HOSTILE, references=("CWE-502", "ML06"),
     )
-    suppressed = SYMLINK_LOOP.finding(Location(path="models/loop"), "loop").model_copy(
-        update={"suppression": Suppression(reason="known loop, harmless",
-                                           expires="2099-12-31")})
+    suppressed = SYMLINK_LOOP.finding(Location(path="models/loop"), "loop").replace(
+        suppression=Suppression(reason="known loop, harmless", expires="2099-12-31"))
     plugin = Finding(  # a plug-in's rule that is not in the catalogue
         rule_id="PLUGIN-EVIL", severity=Severity.CRITICAL, category=Category.CODE_EXECUTION,
         location=Location(path="/abs/path/evil model.bin", line=7),

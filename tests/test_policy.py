@@ -260,7 +260,7 @@ def test_with_overrides_keeps_unset_values() -> None:
 
 
 def _ignore(**kwargs: object) -> Ignore:
-    return Ignore.model_validate({"reason": "accepted risk", **kwargs})
+    return parse_policy({"ignore": [{"reason": "accepted risk", **kwargs}]}).ignore[0]
 
 
 def test_severity_override_changes_the_gate() -> None:

@@ -16,7 +16,7 @@ RULES = {rule.id: rule for rule in all_rules()}
 
 def test_round_trip(sample_report: Report) -> None:
     text = render_json(sample_report, RULES)
-    back = Report.model_validate_json(text)
+    back = Report.from_json(text)
     assert back == sample_report
     assert back.findings[0].fingerprint == sample_report.findings[0].fingerprint
     assert back.findings[2].suppression == sample_report.findings[2].suppression

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from rich.console import Console
 
@@ -63,8 +64,8 @@ def test_hostile_file_name_on_a_colour_terminal() -> None:
         location=Location(path="d/\x1b[2J\x1b[31m[blink]evil[/blink].pt"),
         message="found \x1b]0;pwned\x07", evidence="[link=https://evil.example]click[/link]",
     )
-    report = Report.model_validate({"tool_version": "0", "started": "2026-01-01T00:00:00Z",
-                                    "roots": ["d"], "fail_on": "low", "findings": [finding]})
+    report = Report(tool_version="0", started=datetime(2026, 1, 1, tzinfo=UTC), roots=("d",),
+                    fail_on=Severity.LOW, findings=(finding,))
     buffer = io.StringIO()
     console = Console(file=buffer, width=120, force_terminal=True, color_system="truecolor",
                       highlight=False)

@@ -22,7 +22,7 @@ import pytest
 from bastion.analyzer import Registry
 from bastion.engine import scan_paths
 from bastion.findings import Report, Skipped
-from bastion.policy import DEFAULT, Policy
+from bastion.policy import DEFAULT, parse_policy
 from bastion.walk import FileEntry, walk
 
 Cli = Callable[..., Any]
@@ -71,7 +71,7 @@ def test_trap_tree_from_the_cli(cli: Cli, trap_tree: Path) -> None:
                  cwd=trap_tree.parent, timeout=30)
     result.assert_clean()
     assert result.returncode == 1  # the loops are LOW
-    report = Report.model_validate_json(result.stdout)
+    report = Report.from_json(result.stdout)
     rules = _by_rule(report)
     assert sorted(rules["SCAN-SYMLINK-LOOP"]) == ["trap/self", "trap/sub/deeper/loop"]
     assert rules["SCAN-BROKEN-SYMLINK"] == ["trap/dangling"]
@@ -156,7 +156,7 @@ def test_zero_byte_files(tmp_path: Path) -> None:
 def test_file_over_the_size_limit_is_not_read(tmp_path: Path) -> None:
     big = tmp_path / "big.bin"
     big.write_bytes(b"\x80\x04" + b"x" * 100)
-    policy = Policy.model_validate({"limits": {"max-file-size": 10}})
+    policy = parse_policy({"limits": {"max-file-size": 10}})
     report = scan_paths([big], policy, registry=Registry())
     assert _by_rule(report) == {"SCAN-FILE-TOO-LARGE": [str(big)]}
     assert "102 bytes is over the limit of 10" in report.findings[0].message
@@ -166,7 +166,7 @@ def test_excluded_paths_are_not_walked(tmp_path: Path) -> None:
     (tmp_path / ".venv" / "lib").mkdir(parents=True)
     (tmp_path / ".venv" / "lib" / "x.pt").write_bytes(b"")
     (tmp_path / "m.pt").write_bytes(b"")
-    policy = Policy.model_validate({"exclude": ["**/.venv/**", ".venv"]})
+    policy = parse_policy({"exclude": ["**/.venv/**", ".venv"]})
     report = scan_paths([tmp_path], policy, registry=Registry())
     assert _by_rule(report) == {"SCAN-EMPTY-FILE": [f"{tmp_path}/m.pt"]}
 
@@ -252,7 +252,7 @@ def test_unreadable_file_and_folder(cli: Cli, tmp_path: Path) -> None:
         (root / "closed").chmod(0o700)
     result.assert_clean()
     assert result.returncode == 1  # SCAN-UNREADABLE is HIGH: fail closed
-    report = Report.model_validate_json(result.stdout)
+    report = Report.from_json(result.stdout)
     unreadable = {f.location.path: f.message for f in report.findings
                   if f.rule_id == "SCAN-UNREADABLE"}
     assert unreadable == {"locked/secret.pkl": "cannot read: Permission denied",

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from bastion.engine import scan_paths  # noqa: E402
-from bastion.findings import Finding, Location, Report, Severity  # noqa: E402
-from bastion.policy import Policy, load_policy  # noqa: E402
+from bastion.engine import scan_paths
+from bastion.findings import Finding, Location, Report, Severity
+from bastion.policy import Policy, load_policy
 
 __all__ = ["Finding", "Location", "Policy", "Report", "Severity", "__version__", "load_policy",
            "scan_paths"]

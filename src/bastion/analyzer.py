@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import IO, Protocol, runtime_checkable
 
 from bastion.findings import Finding, Location
 from bastion.policy import DEFAULT, Policy
@@ -32,7 +32,7 @@ class Target:
     location: Location
     size: int
     head: bytes
-    opener: Callable[[], BinaryIO] = field(repr=False)
+    opener: Callable[[], IO[bytes]] = field(repr=False)
     #: How many containers deep this target sits (0 for a file on disk).
     depth: int = 0
 
@@ -42,7 +42,7 @@ class Target:
         last = self.location.members[-1] if self.location.members else self.location.path
         return last.replace("\\", "/").rsplit("/", 1)[-1]
 
-    def open(self) -> BinaryIO:
+    def open(self) -> IO[bytes]:
         return self.opener()
 
     @classmethod

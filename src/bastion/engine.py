@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bastion import __version__
-from bastion.analyzer import HEAD_SIZE, Context, Registry, Target
+from bastion.analyzer import HEAD_SIZE, Analyzer, Context, Registry, Target
 from bastion.findings import Finding, Location, Report, ScanStats, Skipped
 from bastion.policy import DEFAULT, Policy, apply_policy
 from bastion.rules import ANALYZER_ERROR, EMPTY_MODEL_FILE, TOO_LARGE, UNREADABLE
@@ -31,9 +31,13 @@ _MODEL_LIKE = (
 )
 
 
-def analyze_target(target: Target, ctx: Context) -> Iterator[Finding]:
+def analyze_target(
+    target: Target, ctx: Context, claimants: list[Analyzer] | None = None
+) -> Iterator[Finding]:
     """Run every claiming analyzer over one target; an analyzer crash becomes a finding."""
-    for analyzer in ctx.registry.claimants(target):
+    if claimants is None:
+        claimants = ctx.registry.claimants(target)
+    for analyzer in claimants:
         try:
             yield from analyzer.analyze(target, ctx)
         except (Exception, RecursionError, MemoryError) as exc:  # fail closed, never crash
@@ -72,7 +76,7 @@ def scan_file(entry: FileEntry, ctx: Context) -> tuple[list[Finding], Skipped | 
     if not claimants:
         return [], Skipped(path=entry.display, reason="no analyzer claims this content")
     try:
-        return list(analyze_target(target, ctx)), None
+        return list(analyze_target(target, ctx, claimants)), None
     except OSError as exc:  # the file vanished or broke mid-read
         return [UNREADABLE.finding(location, f"read failed: {exc.strerror or exc}")], None
 

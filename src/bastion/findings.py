@@ -4,17 +4,25 @@ A :class:`Finding` is an immutable value: a rule id from the catalogue, a severi
 was found (file, and inside it the archive member chain, byte offset or line), what was found
 and why it matters, the evidence, the fix and references. A :class:`Report` gathers the
 findings of one run with what was scanned and what was skipped.
+
+These are frozen standard-library dataclasses, not pydantic models: they are built for every
+finding of every scan, and importing and building pydantic models cost more than the whole
+scan of a large checkpoint (measured; see the README). ``to_dict``/``from_dict`` are the JSON
+form, whose schema ``bastion.report.schema`` documents. Every text that may come from a scanned
+file or its name is made visible (:func:`visible`) when the value is built.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
-
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field
+from typing import Any
 
 #: Longest evidence or message text kept in a finding. Scanned files are hostile: a
 #: multi-megabyte string argument must not become a multi-megabyte report.
@@ -48,10 +56,6 @@ def clip(text: str, limit: int = MAX_TEXT) -> str:
     if len(text) > limit:
         text = text[:limit] + f"… [{len(text) - limit} more characters]"
     return visible(text)
-
-
-#: A text that may come from a scanned artifact or a file name: always stored made visible.
-SafeText = Annotated[str, AfterValidator(visible)]
 
 
 class Severity(StrEnum):
@@ -128,10 +132,13 @@ _REF_URLS = {
 }
 
 
-class Reference(BaseModel):
-    """A pointer to a taxonomy entry or advisory: OWASP ML Top 10, MITRE ATLAS, CVE, ..."""
+def _set(obj: object, name: str, value: object) -> None:
+    object.__setattr__(obj, name, value)
 
-    model_config = ConfigDict(frozen=True)
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A pointer to a taxonomy entry or advisory: OWASP ML Top 10, MITRE ATLAS, CVE, ..."""
 
     kind: RefKind
     id: str
@@ -161,27 +168,37 @@ class Reference(BaseModel):
         url = template.format(id=ref, num=ref.split("-")[-1]) if template else None
         return cls(kind=kind, id=ref, url=url)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind.value, "id": self.id, "url": self.url}
 
-class Location(BaseModel):
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Reference:
+        return cls(RefKind(data["kind"]), str(data["id"]), data.get("url"))
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
     """Where a finding is: a file, and inside it the member chain, byte offset or line.
 
     ``members`` is the path through nested containers: ``("model.zip", "archive/data.pkl")``
     for a pickle inside a zip inside the file at ``path``.
     """
 
-    model_config = ConfigDict(frozen=True)
-
-    path: SafeText
-    members: tuple[SafeText, ...] = ()
+    path: str
+    members: tuple[str, ...] = ()
     offset: int | None = None
     line: int | None = None
+
+    def __post_init__(self) -> None:
+        _set(self, "path", visible(self.path))
+        _set(self, "members", tuple(visible(m) for m in self.members))
 
     def child(self, member: str) -> Location:
         """The location of a member inside this one."""
         return Location(path=self.path, members=(*self.members, member))
 
     def at(self, *, offset: int | None = None, line: int | None = None) -> Location:
-        return self.model_copy(update={"offset": offset, "line": line})
+        return Location(self.path, self.members, offset, line)
 
     def __str__(self) -> str:
         text = self.path
@@ -193,35 +210,56 @@ class Location(BaseModel):
             text += f" @{self.offset}"
         return text
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "members": list(self.members), "offset": self.offset,
+                "line": self.line}
 
-class Suppression(BaseModel):
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Location:
+        return cls(str(data["path"]), tuple(data.get("members") or ()), data.get("offset"),
+                   data.get("line"))
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
     """Why a finding does not count: an ignore entry of the policy."""
 
-    model_config = ConfigDict(frozen=True)
-
-    reason: SafeText
+    reason: str
     expires: str | None = None
     source: str = "policy"
 
+    def __post_init__(self) -> None:
+        _set(self, "reason", visible(self.reason))
 
-class Finding(BaseModel):
-    """One thing Bastion found. Immutable; policies return changed copies."""
+    def to_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason, "expires": self.expires, "source": self.source}
 
-    model_config = ConfigDict(frozen=True)
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Suppression:
+        return cls(str(data["reason"]), data.get("expires"), data.get("source", "policy"))
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing Bastion found. Immutable; policies return changed copies (:meth:`replace`)."""
 
     rule_id: str
     severity: Severity
     category: Category
     location: Location
-    message: SafeText
-    evidence: SafeText | None = None
+    message: str
+    evidence: str | None = None
     remediation: str | None = None
     references: tuple[Reference, ...] = ()
     suppression: Suppression | None = None
-    #: Machine-readable detail (e.g. the resolved callable and its arguments).
-    properties: dict[str, Any] = Field(default_factory=dict)
+    #: Machine-readable detail (e.g. the resolved callable and its arguments); JSON values.
+    properties: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
-    @computed_field  # type: ignore[prop-decorator]
+    def __post_init__(self) -> None:
+        _set(self, "message", visible(self.message))
+        if self.evidence is not None:
+            _set(self, "evidence", visible(self.evidence))
+
     @property
     def fingerprint(self) -> str:
         """A stable identity across runs: rule, file, member chain and the evidence.
@@ -239,43 +277,88 @@ class Finding(BaseModel):
         """False when the policy suppressed this finding."""
         return self.suppression is None
 
+    def replace(self, **changes: Any) -> Finding:
+        return dataclasses.replace(self, **changes)
 
-class Skipped(BaseModel):
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule_id": self.rule_id,
+            "severity": self.severity.value,
+            "category": self.category.value,
+            "location": self.location.to_dict(),
+            "message": self.message,
+            "evidence": self.evidence,
+            "remediation": self.remediation,
+            "references": [r.to_dict() for r in self.references],
+            "suppression": self.suppression.to_dict() if self.suppression else None,
+            "properties": dict(self.properties),
+            "fingerprint": self.fingerprint,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Finding:
+        suppression = data.get("suppression")
+        return cls(
+            rule_id=str(data["rule_id"]),
+            severity=Severity(data["severity"]),
+            category=Category(data["category"]),
+            location=Location.from_dict(data["location"]),
+            message=str(data["message"]),
+            evidence=data.get("evidence"),
+            remediation=data.get("remediation"),
+            references=tuple(Reference.from_dict(r) for r in data.get("references") or ()),
+            suppression=Suppression.from_dict(suppression) if suppression else None,
+            properties=dict(data.get("properties") or {}),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
     """A file Bastion looked at but did not analyse, and why (data, not an error)."""
 
-    model_config = ConfigDict(frozen=True)
+    path: str
+    reason: str
 
-    path: SafeText
-    reason: SafeText
+    def __post_init__(self) -> None:
+        _set(self, "path", visible(self.path))
+        _set(self, "reason", visible(self.reason))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "reason": self.reason}
 
 
-class ScanStats(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+@dataclass(frozen=True, slots=True)
+class ScanStats:
     files: int = 0
     bytes: int = 0
     analyzed: int = 0
     seconds: float = 0.0
 
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
 
 SCHEMA_VERSION = "1.0"
 
 
-class Report(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Report:
     """The result of one Bastion run: findings, skipped inputs, and what was run."""
 
-    model_config = ConfigDict(frozen=True)
-
-    schema_version: str = SCHEMA_VERSION
     tool_version: str
     started: datetime
-    roots: tuple[SafeText, ...]
+    roots: tuple[str, ...]
     fail_on: Severity
     findings: tuple[Finding, ...] = ()
     skipped: tuple[Skipped, ...] = ()
     stats: ScanStats = ScanStats()
     #: Free-form notes for the reader, e.g. the advisory database's age.
-    notes: tuple[SafeText, ...] = ()
+    notes: tuple[str, ...] = ()
+    schema_version: str = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        _set(self, "roots", tuple(visible(r) for r in self.roots))
+        _set(self, "notes", tuple(visible(n) for n in self.notes))
 
     @property
     def active(self) -> tuple[Finding, ...]:
@@ -295,3 +378,48 @@ class Report(BaseModel):
         for finding in self.active:
             counts[finding.severity] += 1
         return counts
+
+    def replace(self, **changes: Any) -> Report:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "tool_version": self.tool_version,
+            "started": self.started.isoformat(),
+            "roots": list(self.roots),
+            "fail_on": self.fail_on.value,
+            "findings": [f.to_dict() for f in self.findings],
+            "skipped": [s.to_dict() for s in self.skipped],
+            "stats": self.stats.to_dict(),
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Report:
+        """Read a report back (e.g. a baseline). Raises ``ValueError`` on a malformed one."""
+        try:
+            return cls(
+                tool_version=str(data["tool_version"]),
+                started=datetime.fromisoformat(str(data["started"]).replace("Z", "+00:00")),
+                roots=tuple(str(r) for r in data["roots"]),
+                fail_on=Severity(data["fail_on"]),
+                findings=tuple(Finding.from_dict(f) for f in data.get("findings") or ()),
+                skipped=tuple(Skipped(str(s["path"]), str(s["reason"]))
+                              for s in data.get("skipped") or ()),
+                stats=ScanStats(**(data.get("stats") or {})),
+                notes=tuple(str(n) for n in data.get("notes") or ()),
+                schema_version=str(data.get("schema_version", SCHEMA_VERSION)),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"not a Bastion report: {type(exc).__name__}: {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Report:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError("not a Bastion report: the top level is not an object")
+        return cls.from_dict(data)

@@ -25,22 +25,15 @@ Read from ``bastion.toml`` (top-level keys) or the ``[tool.bastion]`` table of
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import re
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
-
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-)
+from typing import Any
 
 from bastion.errors import PolicyError
 from bastion.findings import Finding, Location, Severity, Suppression
@@ -52,38 +45,17 @@ PYPROJECT = "pyproject.toml"
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_GLOBAL_NAME = re.compile(r"[A-Za-z_][\w.]*(\.\*)?")
 
 
-def _parse_size(value: Any) -> Any:
-    """Accept ``1048576``, ``"1MiB"``, ``"2 GB"``."""
-    if isinstance(value, str):
-        match = _SIZE.match(value)
-        if not match or match.group(2).lower() not in _UNITS:
-            raise ValueError(f"expected a size like 1048576, '512MiB' or '2GB', got {value!r}")
-        return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-    return value
-
-
-Size = Annotated[int, BeforeValidator(_parse_size), Field(gt=0)]
-
-
-def _kebab(name: str) -> str:
-    return name.replace("_", "-")
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", alias_generator=_kebab, populate_by_name=True
-    )
-
-
-class Ignore(_Section):
+@dataclass(frozen=True, slots=True)
+class Ignore:
     """An accepted risk: findings it matches are kept in reports but marked suppressed."""
 
-    rule: str = Field(description="Rule id, or a glob such as 'PICKLE-*'.")
-    reason: str = Field(min_length=3, description="Why this is accepted. Mandatory.")
-    path: str | None = Field(default=None, description="Glob on the finding's file path.")
-    fingerprint: str | None = Field(default=None, description="One exact finding.")
+    rule: str  # rule id, or a glob such as 'PICKLE-*'
+    reason: str  # why this is accepted; mandatory
+    path: str | None = None  # glob on the finding's file path
+    fingerprint: str | None = None  # one exact finding
     expires: date | None = None
 
     def matches(self, finding: Finding) -> bool:
@@ -97,39 +69,32 @@ class Ignore(_Section):
         return self.expires is not None and self.expires < today
 
 
-class Allow(_Section):
+@dataclass(frozen=True, slots=True)
+class Allow:
     """Allowlists the capabilities read."""
 
-    pickle_globals: tuple[str, ...] = Field(
-        default=(),
-        description="Extra importable names a pickle may reference: 'pkg.mod.Name' or 'pkg.*'.",
-    )
-
-    @field_validator("pickle_globals")
-    @classmethod
-    def _check_globals(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
-            if not re.fullmatch(r"[A-Za-z_][\w.]*(\.\*)?|[A-Za-z_][\w.]*\.[\w.]+", item):
-                raise ValueError(f"expected 'module.name' or 'module.*', got {item!r}")
-        return value
+    #: Extra importable names a pickle may reference: 'pkg.mod.Name' or 'pkg.*'.
+    pickle_globals: tuple[str, ...] = ()
 
 
-class Limits(_Section):
+@dataclass(frozen=True, slots=True)
+class Limits:
     """Bounds on every size, count and depth, so a hostile file cannot exhaust the scanner."""
 
-    max_file_size: Size = 256 * 2**30
-    max_archive_depth: int = Field(default=4, ge=0, le=32)
-    max_archive_members: int = Field(default=100_000, gt=0)
-    max_decompressed_size: Size = 8 * 2**30
-    max_compression_ratio: int = Field(default=200, gt=1)
-    max_pickle_opcodes: int = Field(default=5_000_000, gt=0)
-    max_pickle_size: Size = 2 * 2**30
-    max_header_size: Size = 100 * 2**20
+    max_file_size: int = 256 * 2**30
+    max_archive_depth: int = 4
+    max_archive_members: int = 100_000
+    max_decompressed_size: int = 8 * 2**30
+    max_compression_ratio: int = 200
+    max_pickle_opcodes: int = 5_000_000
+    max_pickle_size: int = 2 * 2**30
+    max_header_size: int = 100 * 2**20
 
 
-class Policy(_Section):
+@dataclass(frozen=True, slots=True)
+class Policy:
     fail_on: Severity = Severity.MEDIUM
-    severity: dict[str, Severity] = Field(default_factory=dict)
+    severity: Mapping[str, Severity] = field(default_factory=dict)
     ignore: tuple[Ignore, ...] = ()
     exclude: tuple[str, ...] = ()
     allow: Allow = Allow()
@@ -137,7 +102,7 @@ class Policy(_Section):
 
     def with_overrides(self, **changes: Any) -> Policy:
         """A copy with some settings replaced (e.g. ``fail_on`` from the command line)."""
-        return self.model_copy(update={k: v for k, v in changes.items() if v is not None})
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def excluded(self, path: str) -> bool:
         return any(path_matches(path, pattern) for pattern in self.exclude)
@@ -201,6 +166,172 @@ def load_policy(path: Path, known_rules: Iterable[str] | None = None) -> Policy:
     return parse_policy(data, source=f"{path}", prefix=section, known_rules=known_rules)
 
 
+# -- validating ----------------------------------------------------------------------------------
+#
+# A small declarative checker rather than a pydantic model: the policy is read on every run,
+# and importing pydantic costs more than scanning a large checkpoint (see the README). Each
+# checker takes (value, key) and returns the parsed value or raises _Invalid with the message.
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _got(value: Any) -> str:
+    return f" (got {value!r})"
+
+
+def _severity(value: Any, key: str) -> Severity:
+    try:
+        return Severity(value)
+    except (ValueError, TypeError):
+        names = ", ".join(repr(s.value) for s in reversed(Severity))
+        raise _Invalid(f"expected one of {names}{_got(value)}") from None
+
+
+def _int(low: int, high: int | None = None) -> Callable[[Any, str], int]:
+    def check(value: Any, key: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(f"expected an integer{_got(value)}")
+        if value < low:
+            word = "greater than 0" if low == 1 else f"at least {low}"
+            raise _Invalid(f"expected a number {word}{_got(value)}")
+        if high is not None and value > high:
+            raise _Invalid(f"expected a number at most {high}{_got(value)}")
+        return value
+    return check
+
+
+def _size(value: Any, key: str) -> int:
+    """Accept ``1048576``, ``"1MiB"``, ``"2 GB"``."""
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if not match or match.group(2).lower() not in _UNITS:
+            raise _Invalid(f"expected a size like 1048576, '512MiB' or '2GB'{_got(value)}")
+        value = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    return _int(1)(value, key)
+
+
+def _text(min_length: int = 0) -> Callable[[Any, str], str]:
+    def check(value: Any, key: str) -> str:
+        if not isinstance(value, str):
+            raise _Invalid(f"expected a string{_got(value)}")
+        if len(value.strip()) < min_length:
+            raise _Invalid(f"expected at least {min_length} characters{_got(value)}")
+        return value
+    return check
+
+
+def _date(value: Any, key: str) -> date:
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise _Invalid(f"expected a valid date like 2027-03-31{_got(value)}")
+
+
+def _strings(item: Callable[[Any, str], str]) -> Callable[[Any, str], tuple[str, ...]]:
+    def check(value: Any, key: str) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise _Invalid(f"expected a list of strings{_got(value)}")
+        return tuple(item(v, key) for v in value)
+    return check
+
+
+def _pickle_global(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not _GLOBAL_NAME.fullmatch(value):
+        raise _Invalid(f"expected 'module.name' or 'module.*'{_got(value)}")
+    return value
+
+
+def _table(cls: type, spec: Mapping[str, Callable[[Any, str], Any]],
+           required: tuple[str, ...] = ()) -> Callable[[Any, str], Any]:
+    """A TOML table whose kebab-case keys map to the dataclass's fields."""
+    def check(value: Any, key: str) -> Any:
+        if not isinstance(value, dict):
+            raise _Invalid(f"expected a table{_got(value)}")
+        errors: list[tuple[str, str]] = []
+        fields: dict[str, Any] = {}
+        for name, raw in value.items():
+            sub = f"{key}.{name}" if key else name
+            checker = spec.get(name)
+            if checker is None:
+                errors.append((sub, "unknown key (check the spelling; keys are kebab-case, "
+                                    "e.g. 'fail-on')"))
+                continue
+            try:
+                fields[name.replace("-", "_")] = checker(raw, sub)
+            except _Invalid as exc:
+                errors.append((sub, str(exc)))
+            except _Errors as exc:
+                errors.extend(exc.errors)
+        for name in required:
+            if name not in value:
+                errors.append((f"{key}.{name}" if key else name, "required key is missing"))
+        if errors:
+            raise _Errors(errors)
+        return cls(**fields)
+    return check
+
+
+class _Errors(Exception):
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+def _list_of(item: Callable[[Any, str], Any]) -> Callable[[Any, str], tuple[Any, ...]]:
+    def check(value: Any, key: str) -> tuple[Any, ...]:
+        if not isinstance(value, list):
+            raise _Invalid(f"expected a list of tables{_got(value)}")
+        out, errors = [], []
+        for i, entry in enumerate(value):
+            try:
+                out.append(item(entry, f"{key}[{i}]"))
+            except _Invalid as exc:
+                errors.append((f"{key}[{i}]", str(exc)))
+            except _Errors as exc:
+                errors.extend(exc.errors)
+        if errors:
+            raise _Errors(errors)
+        return tuple(out)
+    return check
+
+
+def _severity_map(value: Any, key: str) -> dict[str, Severity]:
+    if not isinstance(value, dict):
+        raise _Invalid(f"expected a table of rule id = severity{_got(value)}")
+    out, errors = {}, []
+    for rule_id, sev in value.items():
+        try:
+            out[rule_id] = _severity(sev, f"{key}.{rule_id}")
+        except _Invalid as exc:
+            errors.append((f"{key}.{rule_id}", str(exc)))
+    if errors:
+        raise _Errors(errors)
+    return out
+
+
+_IGNORE = _table(Ignore, {
+    "rule": _text(1), "reason": _text(3), "path": _text(1), "fingerprint": _text(1),
+    "expires": _date,
+}, required=("rule", "reason"))
+_ALLOW = _table(Allow, {"pickle-globals": _strings(_pickle_global)})
+_LIMITS = _table(Limits, {
+    "max-file-size": _size, "max-archive-depth": _int(0, 32),
+    "max-archive-members": _int(1), "max-decompressed-size": _size,
+    "max-compression-ratio": _int(2), "max-pickle-opcodes": _int(1),
+    "max-pickle-size": _size, "max-header-size": _size,
+})
+_POLICY = _table(Policy, {
+    "fail-on": _severity, "severity": _severity_map, "ignore": _list_of(_IGNORE),
+    "exclude": _strings(_text(1)), "allow": _ALLOW, "limits": _LIMITS,
+})
+
+
 def parse_policy(
     data: dict[str, Any],
     *,
@@ -208,41 +339,16 @@ def parse_policy(
     prefix: str = "",
     known_rules: Iterable[str] | None = None,
 ) -> Policy:
+    """Validate a policy table (the parsed TOML); every problem is listed at once."""
     try:
-        policy = Policy.model_validate(data)
-    except ValidationError as exc:
-        raise PolicyError(_describe(exc, source, prefix)) from None
+        policy: Policy = _POLICY(data, "")
+    except (_Errors, _Invalid) as exc:
+        errors = exc.errors if isinstance(exc, _Errors) else [("(top level)", str(exc))]
+        lines = [f"{source}: invalid policy", *(f"  {prefix}{k}: {m}" for k, m in errors)]
+        raise PolicyError("\n".join(lines)) from None
     if known_rules is not None:
         _check_rule_ids(policy, set(known_rules), source, prefix)
     return policy
-
-
-def _describe(exc: ValidationError, source: str, prefix: str) -> str:
-    lines = [f"{source}: invalid policy"]
-    for error in exc.errors():
-        key = prefix + _key_path(error["loc"])
-        msg = error["msg"]
-        if error["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; keys are kebab-case, e.g. 'fail-on')"
-        elif error["type"] == "enum":
-            expected = error.get("ctx", {}).get("expected", "")
-            msg = f"expected one of {expected}"
-        elif error["type"] == "missing":
-            msg = "required key is missing"
-        elif error["type"] == "value_error":  # our validators already quote the bad value
-            msg = msg.removeprefix("Value error, ")
-        got = error.get("input")
-        quiet = ("missing", "extra_forbidden", "value_error")
-        shown = "" if error["type"] in quiet else f" (got {got!r})"
-        lines.append(f"  {key}: {msg}{shown}")
-    return "\n".join(lines)
-
-
-def _key_path(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
 
 
 def _check_rule_ids(policy: Policy, known: set[str], source: str, prefix: str) -> None:
@@ -272,15 +378,13 @@ def apply_policy(
     for finding in findings:
         override = policy.severity.get(finding.rule_id)
         if override is not None and override != finding.severity:
-            finding = finding.model_copy(update={"severity": override})
+            finding = finding.replace(severity=override)
         for entry in live:
             if entry.matches(finding):
-                finding = finding.model_copy(
-                    update={"suppression": Suppression(
-                        reason=entry.reason,
-                        expires=entry.expires.isoformat() if entry.expires else None,
-                    )}
-                )
+                finding = finding.replace(suppression=Suppression(
+                    reason=entry.reason,
+                    expires=entry.expires.isoformat() if entry.expires else None,
+                ))
                 break
         out.append(finding)
     for i, entry in enumerate(policy.ignore):

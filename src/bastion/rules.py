@@ -9,15 +9,15 @@ same wherever it is raised.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict, field_validator
 
 from bastion.findings import Category, Finding, Location, Reference, Severity, clip
 
 
-class Rule(BaseModel):
-    model_config = ConfigDict(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A catalogue entry. ``references`` may be given as strings (``"CWE-502"``, ``"ML06"``)."""
 
     id: str
     title: str
@@ -27,17 +27,19 @@ class Rule(BaseModel):
     remediation: str | None = None
     references: tuple[Reference, ...] = ()
 
-    @field_validator("references", mode="before")
-    @classmethod
-    def _parse_refs(cls, value: Iterable[Reference | str]) -> tuple[Reference, ...]:
-        return tuple(r if isinstance(r, Reference) else Reference.of(r) for r in value)
+    def __post_init__(self) -> None:
+        if not self.id or self.id.upper() != self.id or " " in self.id:
+            raise ValueError(f"rule ids are UPPER-KEBAB-CASE, got {self.id!r}")
+        refs = tuple(r if isinstance(r, Reference) else Reference.of(r)
+                     for r in self.references)
+        object.__setattr__(self, "references", refs)
 
-    @field_validator("id")
-    @classmethod
-    def _check_id(cls, value: str) -> str:
-        if not value or value.upper() != value or " " in value:
-            raise ValueError(f"rule ids are UPPER-KEBAB-CASE, got {value!r}")
-        return value
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "title": self.title, "severity": self.severity.value,
+            "category": self.category.value, "description": self.description,
+            "remediation": self.remediation, "references": [r.to_dict() for r in self.references],
+        }
 
     def finding(
         self,

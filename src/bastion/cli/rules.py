@@ -24,7 +24,7 @@ def rules(
                                        markup=False, style="bold red")
             raise typer.Exit(2)
     if as_json:
-        typer.echo(json.dumps([r.model_dump(mode="json") for r in catalogue], indent=2))
+        typer.echo(json.dumps([r.to_dict() for r in catalogue], indent=2))
         return
     console = Console(highlight=False)
     if rule_id is not None:

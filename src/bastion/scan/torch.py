@@ -14,7 +14,7 @@ import re
 import tarfile
 import zipfile
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import IO
 
 from bastion.analyzer import Context, Target
 from bastion.findings import Category, Finding, Severity
@@ -112,11 +112,11 @@ class TorchZipAnalyzer:
         if not (named_pickle or looks_like_pickle(head)):
             return
 
-        def opener(info: zipfile.ZipInfo = info) -> BinaryIO:
+        def opener(info: zipfile.ZipInfo = info) -> IO[bytes]:
             return archive.open(info)
 
-        member = Target(location, info.file_size, head, opener, target.depth + 1)
-        yield from scan_pickles(member, ctx, size=info.file_size)
+        inner = Target(location, info.file_size, head, opener, target.depth + 1)
+        yield from scan_pickles(inner, ctx, size=info.file_size)
 
 
 class TorchLegacyAnalyzer:
@@ -155,7 +155,7 @@ class TorchTarAnalyzer:
     def analyze(self, target: Target, ctx: Context) -> Iterator[Finding]:
         try:
             handle = target.open()
-            archive = tarfile.open(fileobj=handle, mode="r:")
+            archive = tarfile.open(fileobj=handle, mode="r:")  # noqa: SIM115 (closed below)
         except (tarfile.TarError, OSError, ValueError, EOFError) as exc:
             yield BAD_ARCHIVE.finding(target.location, f"tar structure unreadable: {exc}")
             return
@@ -170,7 +170,7 @@ class TorchTarAnalyzer:
 
     def _member(self, archive: tarfile.TarFile, member: tarfile.TarInfo, target: Target,
                 ctx: Context) -> Iterator[Finding]:
-        def opener(member: tarfile.TarInfo = member) -> BinaryIO:
+        def opener(member: tarfile.TarInfo = member) -> IO[bytes]:
             extracted = archive.extractfile(member)
             if extracted is None:
                 raise OSError("member has no data")

@@ -9,7 +9,7 @@ format analyzers (PyTorch, joblib, NumPy) call it on the pickles they find, and
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import IO
 
 from bastion.analyzer import Context, Target
 from bastion.findings import Category, Finding, Location, Severity
@@ -163,7 +163,7 @@ def result_findings(result: PickleResult, location: Location) -> list[Finding]:
 
 
 def walk_pickles(
-    stream: BinaryIO, ctx: Context, *, start: int = 0, size: int | None = None,
+    stream: IO[bytes], ctx: Context, *, start: int = 0, size: int | None = None,
     multi: bool = True, max_pickles: int = MAX_PICKLES,
 ) -> list[PickleResult]:
     """Walk the pickle at ``start`` and, with ``multi``, the pickles that follow it.
@@ -208,10 +208,10 @@ def scan_pickles(
     for result in results:
         trailing = [i for i in result.issues if i.kind == "trailing"]
         if trailing:
+            end = start + size if size is not None else target.size
             yield TRAILING_DATA.finding(
                 location.at(offset=result.start),
-                f"{(size or target.size) - result.start + start} bytes follow the pickle "
-                "and are not a pickle")
+                f"{end - result.start} bytes follow the pickle and are not a pickle")
             continue
         yield from result_findings(result, location)
         for offset, data in result.nested:

@@ -285,7 +285,9 @@ class Machine:
         use.count += 1
         return g
 
-    def record_call(self, st: _State, func: Any, args: Any, offset: int, kwargs: Any = None) -> Call:
+    def record_call(
+        self, st: _State, func: Any, args: Any, offset: int, kwargs: Any = None
+    ) -> Call:
         call = Call(func, args, offset, kwargs)
         target = func
         if isinstance(func, Call):

@@ -6,7 +6,7 @@ payloads (tensor bytes, array data) with ``seek`` instead of reading them.
 
 from __future__ import annotations
 
-from typing import BinaryIO
+from typing import IO
 
 CHUNK = 1 << 16
 
@@ -16,7 +16,7 @@ class Truncated(Exception):
 
 
 class Reader:
-    def __init__(self, stream: BinaryIO, start: int = 0, size: int | None = None) -> None:
+    def __init__(self, stream: IO[bytes], start: int = 0, size: int | None = None) -> None:
         self._stream = stream
         self._base = start  # absolute offset of _buf[0]
         self._buf = b""
