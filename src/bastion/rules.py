@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from bastion.findings import Category, Finding, Location, Reference, Severity, clip
 
@@ -25,7 +25,8 @@ class Rule:
     category: Category
     description: str
     remediation: str | None = None
-    references: tuple[Reference, ...] = ()
+    #: Given as ``Reference`` objects or their usual spelling; stored as ``Reference``.
+    references: tuple[Reference | str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.id or self.id.upper() != self.id or " " in self.id:
@@ -34,11 +35,16 @@ class Rule:
                      for r in self.references)
         object.__setattr__(self, "references", refs)
 
+    @property
+    def refs(self) -> tuple[Reference, ...]:
+        """The references, parsed (``__post_init__`` parsed every string)."""
+        return cast(tuple[Reference, ...], self.references)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id, "title": self.title, "severity": self.severity.value,
             "category": self.category.value, "description": self.description,
-            "remediation": self.remediation, "references": [r.to_dict() for r in self.references],
+            "remediation": self.remediation, "references": [r.to_dict() for r in self.refs],
         }
 
     def finding(
@@ -62,7 +68,7 @@ class Rule:
             message=clip(message),
             evidence=clip(evidence) if evidence is not None else None,
             remediation=remediation or self.remediation,
-            references=self.references + tuple(r for r in extra if r not in self.references),
+            references=self.refs + tuple(r for r in extra if r not in self.refs),
             properties=dict(properties or {}),
         )
 

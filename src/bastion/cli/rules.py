@@ -35,8 +35,8 @@ def rules(
         console.print(rule.description, markup=False)
         if rule.remediation:
             console.print(f"fix: {rule.remediation}", markup=False)
-        if rule.references:
-            console.print("see: " + ", ".join(f"{r.id} {r.url or ''}" for r in rule.references),
+        if rule.refs:
+            console.print("see: " + ", ".join(f"{r.id} {r.url or ''}" for r in rule.refs),
                           markup=False)
         return
     table = Table(title=f"{len(catalogue)} rules")

@@ -47,12 +47,12 @@ def _rule(rule: Rule) -> dict[str, Any]:
         "help": {"text": help_text, "markdown": help_text},
         "defaultConfiguration": {"level": LEVEL[rule.severity]},
         "properties": {
-            "tags": ["security", rule.category.value, *(r.id for r in rule.references)],
+            "tags": ["security", rule.category.value, *(r.id for r in rule.refs)],
             "security-severity": SECURITY_SEVERITY[rule.severity],
             "precision": "high",
         },
     }
-    urls = [r.url for r in rule.references if r.url]
+    urls = [r.url for r in rule.refs if r.url]
     if urls:
         entry["helpUri"] = urls[0]
     return entry

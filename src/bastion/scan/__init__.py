@@ -12,7 +12,7 @@ from bastion.analyzer import Analyzer, Registry
 from bastion.findings import Report
 from bastion.policy import DEFAULT, Policy
 from bastion.rules import Rule
-from bastion.scan import numpy, torch
+from bastion.scan import gguf, numpy, onnx, safetensors, torch
 from bastion.scan.pickle import RULES as PICKLE_RULES
 from bastion.scan.pickle import PickleAnalyzer
 
@@ -21,9 +21,14 @@ MODEL_ANALYZERS: tuple[Analyzer, ...] = (
     torch.TorchLegacyAnalyzer(),
     torch.TorchTarAnalyzer(),
     numpy.NumpyAnalyzer(),
+    safetensors.SafetensorsAnalyzer(),
+    gguf.GgufAnalyzer(),
+    onnx.OnnxAnalyzer(),  # after other protobuf formats: it claims by the first fields
     PickleAnalyzer(),
 )
-MODEL_RULES: tuple[Rule, ...] = (*PICKLE_RULES, *torch.RULES, *numpy.RULES)
+MODEL_RULES: tuple[Rule, ...] = (
+    *PICKLE_RULES, *torch.RULES, *numpy.RULES, *safetensors.RULES, *gguf.RULES, *onnx.RULES,
+)
 
 
 def scan_path(*paths: str | Path, policy: Policy = DEFAULT) -> Report:

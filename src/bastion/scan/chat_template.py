@@ -17,12 +17,17 @@ import bisect
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 #: Templates longer than this are tokenized only up to here (the raw text scan sees all).
-MAX_TEMPLATE_CHARS = 1 << 20
+MAX_TEMPLATE_CHARS = 1 << 18  # real ones are under 64 KiB
 #: ``{% set %}`` string variables remembered for folding, and their length bound.
 MAX_VARIABLES = 1_000
 MAX_VARIABLE_CHARS = 4_096
+#: Folded strings are checked and cut back to a tail when they grow past this.
+MAX_RUN_CHARS = 16_384
+#: Tokens searched for the closing parenthesis of a call's arguments.
+MAX_CALL_TOKENS = 64
 #: A string repeated more than this (``'_' * 1000000``) is capped while folding.
 MAX_REPEAT = 64
 
@@ -47,7 +52,7 @@ _INTERNAL_NAMES = (
     r"__(?:class|mro|base|bases|subclasses|globals|builtins|import|init|dict|code|func|self|"
     r"getattribute|reduce|reduce_ex|loader|spec|closure|wrapped)__|_TemplateReference__context"
 )
-_STRING_INTERNALS = re.compile(_INTERNAL_NAMES)
+_STRING_INTERNALS = re.compile(_INTERNAL_NAMES, re.IGNORECASE)  # '__CLASS__'|lower
 #: Attribute or key names that run commands or import modules; a chat template has no use.
 DANGEROUS_ATTRS = frozenset({
     "popen", "subprocess", "os", "sys", "builtins", "import_module", "check_output",
@@ -77,8 +82,7 @@ _ENDRAW = re.compile(r"\{%[-+]?\s*endraw\s*[-+]?%\}")
 _RUN = frozenset({"~", "+", "*", "(", ")", "[", "]", ","})
 
 
-@dataclass(frozen=True)
-class _Tok:
+class _Tok(NamedTuple):
     kind: str  # "string" | "number" | "name" | "op" | "other"
     text: str  # raw source text
     value: str  # decoded value for strings, else the text
@@ -111,6 +115,10 @@ def _lex_code(source: str, start: int, closer: str) -> tuple[list[_Tok], int]:
         pos = match.end()
         if kind == "ws":
             continue
+        if kind == "other" and text in "'\"":
+            # An unterminated string: Jinja's lexer fails here too, so the template never
+            # compiles. Stop, rather than rescan the rest once per stray quote (quadratic).
+            return tokens, len(source)
         if kind == "op" and text in "([{":
             depth += 1
         elif kind == "op" and text in ")]}" and depth:
@@ -141,24 +149,30 @@ def _regions(source: str) -> Iterator[list[_Tok]]:
         yield tokens
 
 
-def _call_args(tokens: list[_Tok], index: int) -> tuple[list[_Tok], int]:
-    """The tokens between ``(`` at ``index`` and its matching ``)``."""
-    depth = 0
-    for j in range(index, len(tokens)):
-        if tokens[j].text == "(" and tokens[j].kind == "op":
-            depth += 1
-        elif tokens[j].text == ")" and tokens[j].kind == "op":
-            depth -= 1
-            if depth == 0:
-                return tokens[index + 1:j], j
-    return tokens[index + 1:], len(tokens)
+def _match_parens(tokens: list[_Tok]) -> dict[int, int]:
+    """Index of the matching ``)`` for every ``(`` that is closed, in one pass."""
+    closing: dict[int, int] = {}
+    stack: list[int] = []
+    for j, tok in enumerate(tokens):
+        if tok.kind == "op" and tok.text == "(":
+            stack.append(j)
+        elif tok.kind == "op" and tok.text == ")" and stack:
+            closing[stack.pop()] = j
+    return closing
 
 
-def _folded_strings(tokens: list[_Tok], env: dict[str, str]) -> Iterator[tuple[str, int]]:
+def _call_args(tokens: list[_Tok], index: int, closing: dict[int, int]) -> list[_Tok]:
+    """The tokens between ``(`` at ``index`` and its ``)``; a bounded tail when unclosed."""
+    end = closing.get(index, min(len(tokens), index + 1 + MAX_CALL_TOKENS))
+    return tokens[index + 1:end]
+
+
+def _folded_strings(tokens: list[_Tok], env: dict[str, str],
+                    closing: dict[int, int]) -> Iterator[tuple[str, int]]:
     """Strings a region builds from literals: runs joined by ``~ + ,`` or adjacency, with
     ``* N`` repetition, ``%c`` formatting, reversal and variables ``{% set %}`` to literal
     strings earlier (``env``). Over-approximates on purpose: a chat template builds none."""
-    run: list[str] = []
+    run = ""
     run_pos = 0
     multiplier = 1
     for i, tok in enumerate(tokens):
@@ -172,9 +186,12 @@ def _folded_strings(tokens: list[_Tok], env: dict[str, str]) -> Iterator[tuple[s
                 piece = value * min(_int(tokens[i + 2].text), MAX_REPEAT)
             if not run:
                 run_pos = tok.pos
-            run.append(piece)
+            run += piece
+            if len(run) > MAX_RUN_CHARS:  # check, then keep only a tail that may continue
+                yield run, run_pos
+                run = run[-MAX_VARIABLE_CHARS:]
             yield value[::-1], tok.pos
-            formatted = _percent_c(tokens, i)
+            formatted = _transformed(tokens, i, closing)
             if formatted is not None:
                 yield formatted, tok.pos
         elif tok.kind == "number" and i + 1 < len(tokens) and tokens[i + 1].text == "*":
@@ -182,10 +199,10 @@ def _folded_strings(tokens: list[_Tok], env: dict[str, str]) -> Iterator[tuple[s
         elif tok.kind == "number" or (tok.kind == "op" and tok.text in _RUN):
             continue
         elif run:
-            yield "".join(run), run_pos
-            run = []
+            yield run, run_pos
+            run = ""
     if run:
-        yield "".join(run), run_pos
+        yield run, run_pos
 
 
 def _record_set(tokens: list[_Tok], env: dict[str, str]) -> None:
@@ -196,7 +213,7 @@ def _record_set(tokens: list[_Tok], env: dict[str, str]) -> None:
     rhs = tokens[3:]
     if all(t.kind in ("string", "number") or (t.kind == "op" and t.text in _RUN)
            or (t.kind == "name" and t.text in env) for t in rhs):
-        runs = [text for text, pos in _folded_strings(rhs, env) if pos == rhs[0].pos]
+        runs = [text for text, pos in _folded_strings(rhs, env, {}) if pos == rhs[0].pos]
         if runs:
             env[tokens[1].text] = runs[-1][:MAX_VARIABLE_CHARS]
 
@@ -204,22 +221,47 @@ def _record_set(tokens: list[_Tok], env: dict[str, str]) -> None:
 def _int(text: str) -> int:
     try:
         return max(0, int(float(text.replace("_", ""))))
-    except ValueError:
+    except (ValueError, OverflowError):  # "1e400" is infinite
         return 1
 
 
-def _percent_c(tokens: list[_Tok], i: int) -> str | None:
-    """``"%c%c"|format(95, 95)`` evaluated, when literal string is formatted with numbers."""
-    if "%c" not in tokens[i].value or i + 3 >= len(tokens):
+_PERCENT = re.compile(r"%[-#0 +]*\d*(?:\.\d+)?([csdrai])")
+_BRACES = re.compile(r"\{(\d*)\}")
+
+
+def _transformed(tokens: list[_Tok], i: int, closing: dict[int, int]) -> str | None:
+    """The literal at ``i`` after one string-building call on it, evaluated statically:
+    ``"%c%c"|format(95, 95)``, ``'{0}{0}'.format('_')``, ``'__clXass__'|replace('X', '')``."""
+    if i + 3 >= len(tokens) or tokens[i + 3].text != "(" \
+            or tokens[i + 1].text not in ("|", "."):
         return None
-    if tokens[i + 1].text != "|" or tokens[i + 2].text != "format" or tokens[i + 3].text != "(":
+    method = tokens[i + 2].text
+    if method not in ("format", "replace"):
         return None
-    args, _ = _call_args(tokens, i + 3)
-    codes = [_int(t.text) for t in args if t.kind == "number"]
-    out = tokens[i].value
-    for code in codes:
-        out = out.replace("%c", chr(min(code, 0x10FFFF)), 1)
-    return out
+    args = [t for t in _call_args(tokens, i + 3, closing) if t.kind in ("string", "number")]
+    text = tokens[i].value
+    if method == "replace":
+        return text.replace(args[0].value, args[1].value) if len(args) >= 2 else None
+    values = iter(args)
+
+    def percent(match: re.Match[str]) -> str:
+        arg = next(values, None)
+        if arg is None:
+            return match.group()
+        if match.group(1) == "c" and arg.kind == "number":
+            return chr(min(_int(arg.text), 0x10FFFF))
+        return arg.value
+
+    if tokens[i + 1].text == "|":
+        return _PERCENT.sub(percent, text)
+    positional = [a.value for a in args]
+    counter = iter(range(len(positional)))
+
+    def brace(match: re.Match[str]) -> str:
+        index = int(match.group(1)) if match.group(1) else next(counter, len(positional))
+        return positional[index] if index < len(positional) else match.group()
+
+    return _BRACES.sub(brace, text)
 
 
 def _internal_name(text: str) -> str | None:
@@ -237,6 +279,7 @@ def _internal_identifier(name: str) -> bool:
 
 def _scan_region(tokens: list[_Tok], env: dict[str, str]) -> Iterator[tuple[str, str, int]]:
     """(kind, detail, source position) for each suspicious construct in one region."""
+    closing = _match_parens(tokens)
     for i, tok in enumerate(tokens):
         nxt = tokens[i + 1] if i + 1 < len(tokens) else None
         prev = tokens[i - 1] if i else None
@@ -250,7 +293,7 @@ def _scan_region(tokens: list[_Tok], env: dict[str, str]) -> Iterator[tuple[str,
             elif called and tok.text in DANGEROUS_CALLS and (after_dot or tok.text != "load"):
                 yield SUSPICIOUS, f"call {tok.text}(...)", tok.pos
             if tok.text == "attr" and prev is not None and prev.text == "|":
-                yield from _attr_filter(tokens, i)
+                yield from _attr_filter(tokens, i, closing)
             if tok.text == "format" and prev is not None and prev.text == "|" \
                     and i >= 2 and "%c" in tokens[i - 2].value:
                 yield SUSPICIOUS, "character-code formatting |format with %c", tok.pos
@@ -262,17 +305,18 @@ def _scan_region(tokens: list[_Tok], env: dict[str, str]) -> Iterator[tuple[str,
                     and tok.value in DANGEROUS_ATTRS:
                 yield SUSPICIOUS, f"subscript [{tok.value!r}]", tok.pos
     literal = {_internal_name(t.value) for t in tokens if t.kind == "string"}
-    for text, pos in _folded_strings(tokens, env):
+    for text, pos in _folded_strings(tokens, env, closing):
         name = _internal_name(text)
         if name is not None and name not in literal:
             yield INTERNALS, f"string assembled to {name!r}", pos
 
 
-def _attr_filter(tokens: list[_Tok], i: int) -> Iterator[tuple[str, str, int]]:
+def _attr_filter(tokens: list[_Tok], i: int,
+                 closing: dict[int, int]) -> Iterator[tuple[str, str, int]]:
     """``|attr(x)``: a literal dangerous name, an escaped literal, or a computed name."""
     if i + 1 >= len(tokens) or tokens[i + 1].text != "(":
         return
-    args, _ = _call_args(tokens, i + 1)
+    args = _call_args(tokens, i + 1, closing)
     pos = tokens[i].pos
     if len(args) == 1 and args[0].kind == "string":
         value = args[0].value

@@ -22,7 +22,7 @@ from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 
 from bastion.analyzer import Context, Target
-from bastion.findings import Category, Finding, Location, Severity
+from bastion.findings import Category, Finding, Location, Reference, Severity
 from bastion.rules import Rule
 from bastion.scan._binreader import BinReader, Truncated, capped, opened
 from bastion.scan.chat_template import INTERNALS, analyze_template, gadgets
@@ -71,7 +71,8 @@ _REBUILD = ("Obtain the model from a trusted source, or re-convert it from the o
 def _rule(id_: str, title: str, severity: Severity, category: Category, description: str,
           remediation: str, *refs: str) -> Rule:
     return Rule(id=id_, title=title, severity=severity, category=category,
-                description=description, remediation=remediation, references=(*_REFS, *refs))
+                description=description, remediation=remediation,
+                references=tuple(Reference.of(r) for r in (*_REFS, *refs)))
 
 
 HEADER_INVALID = _rule(
@@ -315,7 +316,7 @@ class GgufAnalyzer:
                                             evidence=key)
             seen.add(key)
             vtype = p.u32()
-            template = key == TEMPLATE_KEY or key.startswith(TEMPLATE_KEY + ".")
+            template = key.startswith(TEMPLATE_KEY)  # also .<name> variants (tool_use, rag)
             value = p.value(vtype, want=template or key == ALIGNMENT_KEY)
             if template and isinstance(value, str):
                 yield from self._template(key, value, loc.at(offset=at))

@@ -23,9 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from bastion.analyzer import Context, Target
-from bastion.findings import Category, Finding, Location, Severity
+from bastion.findings import Category, Finding, Location, Reference, Severity
 from bastion.rules import Rule
-from bastion.scan._binreader import BinReader, Truncated, capped, opened
+from bastion.scan._binreader import (
+    BinReader,
+    ProtoFields,
+    Truncated,
+    WireError,
+    capped,
+    head_varint,
+    opened,
+)
 
 #: Operator domains implemented inside ONNX runtimes (no custom shared library needed).
 STANDARD_DOMAINS = frozenset({
@@ -37,9 +45,15 @@ MAX_GRAPH_DEPTH = 16  # subgraphs inside If/Loop/Scan attributes, nested
 MAX_FIELDS = 5_000_000  # protobuf fields visited per file
 MAX_TEXT = 4_096  # bytes kept of a name, domain or path; longer ones are cut
 MAX_METADATA = 1_024  # metadata_props entries kept
+MAX_LOCATION = 65_536  # bytes of an external-data path checked; longer ones are reported
 MAX_IR_VERSION = 64
 
 _REFS = ("ML06", "AML.T0010")
+
+
+def _refs(*ids: str) -> tuple[Reference, ...]:
+    return tuple(Reference.of(i) for i in ids)
+
 
 EXTERNAL_DATA_TRAVERSAL = Rule(
     id="ONNX-EXTERNAL-DATA-TRAVERSAL", title="ONNX external data path escapes the model folder",
@@ -50,7 +64,7 @@ EXTERNAL_DATA_TRAVERSAL = Rule(
         "(disclosure of host files such as keys); tools that save it may write there."),
     remediation=("Keep external data files next to the model and reference them by plain "
                  "relative names; re-save with `onnx.save(..., save_as_external_data=True)`."),
-    references=(*_REFS, "CWE-22", "CVE-2022-25882", "CVE-2024-27318"),
+    references=_refs(*_REFS, "CWE-22", "CVE-2022-25882", "CVE-2024-27318"),
 )
 CUSTOM_OPERATOR = Rule(
     id="ONNX-CUSTOM-OPERATOR", title="ONNX model uses operators from a custom domain",
@@ -61,7 +75,7 @@ CUSTOM_OPERATOR = Rule(
         "native code that ships with, or is fetched for, the model."),
     remediation=("Load custom-operator libraries only from a trusted, reviewed build; prefer "
                  "models that use standard operators."),
-    references=(*_REFS, "AML.T0011"),
+    references=_refs(*_REFS, "AML.T0011"),
 )
 MALFORMED = Rule(
     id="ONNX-MALFORMED", title="Malformed ONNX protobuf", severity=Severity.MEDIUM,
@@ -71,7 +85,7 @@ MALFORMED = Rule(
         "varint longer than 10 bytes, an invalid wire type or a truncated file. Parsers differ "
         "on such input, and the C++ parser of the runtime is an attack surface."),
     remediation="Re-export the model from its source framework, or obtain it again.",
-    references=(*_REFS, "CWE-20"),
+    references=_refs(*_REFS, "CWE-20"),
 )
 LIMIT_EXCEEDED = Rule(
     id="ONNX-LIMIT-EXCEEDED", title="ONNX model beyond Bastion's bounds",
@@ -80,20 +94,14 @@ LIMIT_EXCEEDED = Rule(
         "Subgraphs nest deeper, or the protobuf holds more fields, than any real model. The "
         "scan stopped there, so the rest of the model was not checked."),
     remediation="Check where the model comes from before loading it.",
-    references=(*_REFS, "CWE-770"),
+    references=_refs(*_REFS, "CWE-770"),
 )
 
 RULES: tuple[Rule, ...] = (EXTERNAL_DATA_TRAVERSAL, CUSTOM_OPERATOR, MALFORMED, LIMIT_EXCEEDED)
 
 # ModelProto fields and their wire types, for the content sniff.
 _MODEL_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
-_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
-
-
-class _Malformed(Exception):
-    def __init__(self, message: str, offset: int, rule: Rule = MALFORMED) -> None:
-        super().__init__(message)
-        self.message, self.offset, self.rule = message, offset, rule
+_VARINT, _LEN = 0, 2
 
 
 @dataclass(frozen=True)
@@ -121,70 +129,12 @@ class OnnxModel:
     missing_locations: list[tuple[str, int]] = field(default_factory=list)
 
 
-class _Walker:
+class _Walker(ProtoFields):
     """Visits the messages of a ModelProto that matter, skipping the rest by offset."""
 
     def __init__(self, reader: BinReader) -> None:
-        self.r = reader
+        super().__init__(reader, MAX_FIELDS, MAX_TEXT)
         self.model = OnnxModel()
-        self.fields = 0
-
-    # -- wire format -------------------------------------------------------------------------
-
-    def varint(self, end: int) -> int:
-        start = self.r.pos
-        buf, off = self.r.window(10)
-        value = shift = 0
-        for i in range(min(10, len(buf) - off, end - start)):
-            byte = buf[off + i]
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                self.r.seek(start + i + 1)
-                return value
-            shift += 7
-        if end - start >= 10 and len(buf) - off >= 10:
-            raise _Malformed("varint longer than 10 bytes", start)
-        raise _Malformed("varint runs past the end of its message", start)
-
-    def fields_of(self, end: int) -> Iterator[tuple[int, int, int]]:
-        """(field number, wire type, value or length) of each field up to ``end``.
-
-        For a length-delimited field the reader stands at its payload when yielded and is
-        moved past it afterwards, whatever the consumer read.
-        """
-        while self.r.pos < end:
-            at = self.r.pos
-            tag = self.varint(end)
-            number, wire = tag >> 3, tag & 7
-            self.fields += 1
-            if self.fields > MAX_FIELDS:
-                raise _Malformed(f"more than {MAX_FIELDS} protobuf fields", at, LIMIT_EXCEEDED)
-            if number == 0:
-                raise _Malformed("field number 0", at)
-            if wire == _VARINT:
-                yield number, wire, self.varint(end)
-            elif wire in (_I64, _I32):
-                size = 8 if wire == _I64 else 4
-                if self.r.pos + size > end:
-                    raise _Malformed("fixed-size field runs past the end of its message", at)
-                self.r.skip(size)
-            elif wire == _LEN:
-                size = self.varint(end)
-                start = self.r.pos
-                if start + size > end:
-                    raise _Malformed(f"field {number} of {size} bytes runs past the end of "
-                                     "its message", at)
-                yield number, wire, size
-                self.r.seek(start + size)
-            else:
-                raise _Malformed(f"invalid wire type {wire} (field {number})", at)
-
-    def text(self, size: int) -> str:
-        data = self.r.read(min(size, MAX_TEXT))
-        return data.decode("utf-8", "replace")
-
-    def sub_end(self, size: int) -> int:
-        return self.r.pos + size
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -223,20 +173,22 @@ class _Walker:
                 version = value
         into[domain] = version
 
-    def entry(self, end: int) -> tuple[str, str]:
-        """A StringStringEntryProto: (key, value)."""
+    def entry(self, end: int, value_limit: int = MAX_TEXT) -> tuple[str, str]:
+        """A StringStringEntryProto: (key, value); a value over the limit ends in NUL."""
         key = value = ""
         for number, wire, size in self.fields_of(end):
             if number == 1 and wire == _LEN:
                 key = self.text(size)
             elif number == 2 and wire == _LEN:
-                value = self.text(size)
+                value = self.r.read(min(size, value_limit)).decode("utf-8", "replace")
+                if size > value_limit:  # cannot be checked whole: make it fail the check
+                    value += "\0"
         return key, value
 
     def graph(self, end: int, depth: int) -> None:
         if depth >= MAX_GRAPH_DEPTH:
-            raise _Malformed(f"subgraphs nested deeper than {MAX_GRAPH_DEPTH}", self.r.pos,
-                             LIMIT_EXCEEDED)
+            raise WireError(f"subgraphs nested deeper than {MAX_GRAPH_DEPTH}", self.r.pos,
+                            limit=True)
         for number, wire, size in self.fields_of(end):
             if wire != _LEN:
                 continue
@@ -278,22 +230,23 @@ class _Walker:
                 self.tensor(self.sub_end(size))
 
     def tensor(self, end: int) -> None:
+        """Record every ``location`` entry: readers disagree on which of two wins."""
         at = self.r.pos
         name = ""
-        location: str | None = None
+        locations: list[str] = []
         external = False
         for number, wire, value in self.fields_of(end):
             if number == 8 and wire == _LEN:
                 name = self.text(value)
             elif number == 13 and wire == _LEN:
-                key, val = self.entry(self.sub_end(value))
+                key, val = self.entry(self.sub_end(value), MAX_LOCATION)
                 if key == "location":
-                    location = val
+                    locations.append(val)
             elif number == 14 and wire == _VARINT:
                 external = value == 1
-        if location is not None:
+        for location in locations:
             self.model.external_data.append(ExternalData(name, location, at))
-        elif external:
+        if external and not locations:
             self.model.missing_locations.append((name, at))
 
     def function(self, end: int) -> None:
@@ -312,15 +265,15 @@ class _Walker:
         self.model.functions.add((domain, name))
 
 
-def parse_model(reader: BinReader) -> tuple[OnnxModel, _Malformed | None]:
+def parse_model(reader: BinReader) -> tuple[OnnxModel, WireError | None]:
     """Walk a ModelProto; returns what was extracted and the problem that stopped it."""
     walker = _Walker(reader)
     try:
         walker.model_proto()
-    except _Malformed as exc:
+    except WireError as exc:
         return walker.model, exc
     except Truncated as exc:
-        return walker.model, _Malformed(f"truncated: {exc}", reader.pos)
+        return walker.model, WireError(f"truncated: {exc}", reader.pos)
     return walker.model, None
 
 
@@ -330,7 +283,7 @@ _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 def traversal(location: str, model_path: Path | None) -> str | None:
     """Why an external-data location escapes the model's folder, or None when it stays."""
     if "\0" in location:
-        return "contains a NUL byte"
+        return "contains a NUL byte or is too long to check"
     if (location.startswith(("/", "\\")) or _WINDOWS_DRIVE.match(location)
             or PurePosixPath(location).is_absolute() or PureWindowsPath(location).anchor):
         return "is an absolute path"
@@ -349,42 +302,34 @@ def traversal(location: str, model_path: Path | None) -> str | None:
 
 
 def _sniff(head: bytes, size: int) -> bool:
-    """ModelProto fields from byte 0: ir_version first, then known fields, readable names."""
-    pos, seen = 0, 0
-    while pos < len(head) and seen < 6:
-        tag, pos = _head_varint(head, pos)
+    """ModelProto fields from byte 0: ir_version first, then known fields, readable names.
+
+    ``onnx.save`` writes fields in number order, so a model starts with ``ir_version``
+    (tag 0x08); the first two fields must fit the schema and the file. Later damage is
+    the analysis's to report, not a reason to leave the file unchecked.
+    """
+    pos = seen = 0
+    while seen < 2 and pos < len(head):
+        tag, pos = head_varint(head, pos)
         if tag is None:
-            return seen >= 2 or pos >= len(head) > 0 and seen >= 1
+            break
         number, wire = tag >> 3, tag & 7
         if _MODEL_FIELDS.get(number) != wire or (seen == 0 and number != 1):
             return False
-        value, pos = _head_varint(head, pos)
+        value, pos = head_varint(head, pos)
         if value is None:
-            return seen >= 1
+            break
         if number == 1 and not 1 <= value <= MAX_IR_VERSION:
             return False
         if wire == _LEN:
             if value > size - pos:
                 return False
-            if number in (2, 3, 4) and not head[pos:pos + value].decode(
-                    "utf-8", "replace").isprintable():
+            text = head[pos:pos + value].decode("utf-8", "replace")
+            if number in (2, 3, 4) and not text.isprintable():
                 return False
             pos += value
         seen += 1
     return seen >= 2
-
-
-def _head_varint(data: bytes, pos: int) -> tuple[int | None, int]:
-    value = shift = 0
-    for i in range(10):
-        if pos + i >= len(data):
-            return None, len(data)
-        byte = data[pos + i]
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos + i + 1
-        shift += 7
-    return None, len(data)
 
 
 class OnnxAnalyzer:
@@ -405,14 +350,15 @@ class OnnxAnalyzer:
         with opened(target) as stream:
             model, problem = parse_model(BinReader(stream, target.size))
         if problem is not None:
-            yield problem.rule.finding(loc.at(offset=problem.offset), problem.message)
+            rule = LIMIT_EXCEEDED if problem.limit else MALFORMED
+            yield rule.finding(loc.at(offset=problem.offset), problem.message)
         on_disk = Path(loc.path) if not loc.members and target.depth == 0 else None
         for ext in model.external_data:
             why = traversal(ext.location, on_disk)
             if why is not None:
                 yield EXTERNAL_DATA_TRAVERSAL.finding(
                     loc.at(offset=ext.offset),
-                    f"tensor {ext.tensor!r}: external data location {ext.location!r} {why}",
+                    f"tensor {ext.tensor!r}: external data location {why}: {ext.location!r:.300}",
                     evidence=ext.location, properties={"tensor": ext.tensor})
         for name, offset in model.missing_locations:
             yield MALFORMED.finding(

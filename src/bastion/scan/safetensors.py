@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bastion.analyzer import Context, Target
-from bastion.findings import Category, Finding, Location, Severity
+from bastion.findings import Category, Finding, Location, Reference, Severity
 from bastion.rules import Rule
 from bastion.scan._binreader import capped, opened
 
@@ -46,7 +46,8 @@ _REFS = ("ML06", "AML.T0010")
 def _rule(id_: str, title: str, severity: Severity, category: Category, description: str,
           remediation: str, *refs: str) -> Rule:
     return Rule(id=id_, title=title, severity=severity, category=category,
-                description=description, remediation=remediation, references=(*_REFS, *refs))
+                description=description, remediation=remediation,
+                references=tuple(Reference.of(r) for r in (*_REFS, *refs)))
 
 
 _REBUILD = ("Re-export the tensors from their source with the official safetensors library, "
