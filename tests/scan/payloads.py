@@ -138,7 +138,13 @@ def runstring_bypass(marker: str) -> bytes:
             + _str(f"import os; os.system({touch(marker)!r})") + b"}\x86R.")
 
 
+def padded_prefix(marker: str) -> bytes:
+    """Thousands of harmless opcodes first, so the payload sits past any sniffing window."""
+    return b"\x80\x02" + b"N0" * 5000 + reduce_os_system(marker, 2)[2:]
+
+
 TECHNIQUES = {
+    "padded-prefix": (padded_prefix, "PICKLE-DANGEROUS-GLOBAL"),
     "inst-opcode": (inst_opcode, "PICKLE-DANGEROUS-GLOBAL"),
     "obj-opcode": (obj_opcode, "PICKLE-DANGEROUS-GLOBAL"),
     "newobj-popen": (newobj_popen, "PICKLE-DANGEROUS-GLOBAL"),

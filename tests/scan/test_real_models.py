@@ -224,3 +224,23 @@ def test_torchscript_with_malicious_constants(tmp_path: Path) -> None:
     (tmp_path / "ts.pt").write_bytes(out.getvalue())
     report = scan_path(tmp_path / "ts.pt")
     assert "PICKLE-DANGEROUS-GLOBAL" in {f.rule_id for f in report.findings}
+
+
+@pytest.mark.parametrize("codec", ["zlib", "gzip", "bz2", "xz", "lzma", "lz4"])
+def test_compressed_joblib(tmp_path: Path, codec: str) -> None:
+    """joblib's compress= wraps the pickle in a compressed stream: it is decompressed
+    (bounded) and the pickle inside is walked."""
+    import joblib
+
+    if codec == "lz4":
+        pytest.importorskip("lz4")
+    marker = tmp_path / "marker"
+    joblib.dump({"w": np.arange(100), "evil": Payload(marker)}, tmp_path / "m.joblib",
+                compress=(codec, 3))
+    joblib.dump({"w": np.arange(100)}, tmp_path / "clean.joblib", compress=(codec, 3))
+    report = scan_path(tmp_path)
+    hits = [f for f in report.findings if f.rule_id == "PICKLE-DANGEROUS-GLOBAL"]
+    assert [f.location.path.rsplit("/", 1)[-1] for f in hits] == ["m.joblib"]
+    assert hits[0].location.members == ("<decompressed>",)
+    assert above_info(report) == [(f.rule_id, f.severity.value, str(f.location)) for f in hits]
+    assert not marker.exists()

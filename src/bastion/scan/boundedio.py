@@ -19,7 +19,7 @@ import bz2
 import io
 import lzma
 import zlib
-from typing import TYPE_CHECKING, BinaryIO, Literal
+from typing import IO, TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -30,14 +30,39 @@ CHUNK = 1 << 16
 RATIO_FLOOR = 1 << 20
 #: Memory liblzma may use to decode an xz or lzma-alone stream (``xz -9`` needs 65 MiB).
 LZMA_MEMLIMIT = 256 << 20
+#: Backward seeks allowed in compressed data (each decodes from the start again).
+MAX_RESTARTS = 64
+#: Decode steps in a row without output before the stream is declared stuck.
+MAX_STALLS = 100_000
 #: Largest LZMA dictionary accepted in a zip (method 14) member, where liblzma takes no limit.
 MAX_LZMA_DICT = 256 << 20
 
-Codec = Literal["stored", "deflate", "bzip2", "lzma-zip", "gzip", "bzip2-stream", "xz",
-                "lzma-alone"]
+Codec = Literal["stored", "deflate", "zlib", "bzip2", "lzma-zip", "gzip", "bzip2-stream", "xz",
+                "lzma-alone", "lz4-frame"]
 #: Codecs whose files may hold several streams back to back (``cat a.gz b.gz``).
 _MULTI = {"gzip": b"\x1f\x8b", "bzip2-stream": b"BZh", "xz": b"\xfd7zXZ\x00"}
-_DECODE_ERRORS = (zlib.error, OSError, lzma.LZMAError, EOFError, ValueError, MemoryError)
+_DECODE_ERRORS = (zlib.error, OSError, lzma.LZMAError, EOFError, ValueError, MemoryError,
+                  RuntimeError)  # lz4.frame raises RuntimeError on corrupt frames
+
+
+def lz4_available() -> bool:
+    try:
+        import lz4.frame  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _Decompressor(Protocol):
+    """What bz2, lzma and lz4.frame decompressors share."""
+
+    @property
+    def needs_input(self) -> bool: ...
+    @property
+    def eof(self) -> bool: ...
+    @property
+    def unused_data(self) -> bytes: ...
+    def decompress(self, data: bytes, max_length: int = -1) -> bytes: ...
 
 
 class _Decoder:
@@ -47,17 +72,21 @@ class _Decoder:
         self.codec = codec
         self._pending = b""  # input not yet consumed (stored data, zlib tail, lzma-zip header)
         self._zlib: zlib._Decompress | None = None
-        self._lib: bz2.BZ2Decompressor | lzma.LZMADecompressor | None = None
+        self._lib: _Decompressor | None = None
         self.eof = False
         self._more = False  # zlib only: output may be held back without new input
-        if codec in ("deflate", "gzip"):
-            self._zlib = zlib.decompressobj(-15 if codec == "deflate" else 31)
+        if codec in ("deflate", "gzip", "zlib"):
+            self._zlib = zlib.decompressobj({"deflate": -15, "gzip": 31, "zlib": 15}[codec])
         elif codec in ("bzip2", "bzip2-stream"):
             self._lib = bz2.BZ2Decompressor()
         elif codec == "xz":
             self._lib = lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=LZMA_MEMLIMIT)
         elif codec == "lzma-alone":
             self._lib = lzma.LZMADecompressor(lzma.FORMAT_ALONE, memlimit=LZMA_MEMLIMIT)
+        elif codec == "lz4-frame":
+            import lz4.frame  # optional (bastion[formats]); only asked for when importable
+
+            self._lib = lz4.frame.LZ4FrameDecompressor()
 
     @property
     def needs_input(self) -> bool:
@@ -130,7 +159,7 @@ class DecodedStream(io.RawIOBase):
     is shared: the stream seeks it before each read, so other readers may use it in between.
     """
 
-    def __init__(self, source: BinaryIO, codec: Codec, *, start: int = 0,
+    def __init__(self, source: IO[bytes], codec: Codec, *, start: int = 0,
                  length: int | None = None, max_output: int, max_ratio: int | None = None,
                  expected_size: int | None = None, expected_crc: int | None = None,
                  close_source: bool = False) -> None:
@@ -152,6 +181,7 @@ class DecodedStream(io.RawIOBase):
         self.crc_ok: bool | None = None
         #: The decoded size, once the end was reached naturally.
         self.size: int | None = None
+        self._restarts = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -188,9 +218,13 @@ class DecodedStream(io.RawIOBase):
         if self.codec == "stored":
             self._reset()  # stored data seeks directly; the CRC is not checked after a jump
             self._crc = None
-            self._in = self._pos = min(offset, self._span())
+            self._in = self._pos = min(offset, self._stored_size())
             return self._pos
         if offset < self._pos:
+            self._restarts += 1
+            if self._restarts > MAX_RESTARTS:
+                self._fail(f"more than {MAX_RESTARTS} backward seeks in compressed data")
+                return self._pos
             self._reset()
         while self._pos < offset and self._read(min(CHUNK, offset - self._pos)):
             pass
@@ -206,7 +240,13 @@ class DecodedStream(io.RawIOBase):
     def _span(self) -> int:
         return self._length if self._length is not None else 1 << 62
 
+    def _stored_size(self) -> int:
+        sizes = [self._span(), self.max_output]
+        return min(sizes if self.expected_size is None else [*sizes, self.expected_size])
+
     def _measure(self) -> int:
+        if self.codec == "stored" and self.size is None:
+            return self._stored_size()
         if self.size is None:
             here = self._pos
             while self._read(CHUNK):
@@ -226,7 +266,12 @@ class DecodedStream(io.RawIOBase):
         return data
 
     def _read(self, n: int) -> bytes:
+        stalls = 0
         while not self._done and n > 0:
+            stalls += 1
+            if stalls > MAX_STALLS:
+                self._fail("the decoder makes no progress")
+                return b""
             room = self.max_output - self._pos
             if self.expected_size is not None:
                 room = min(room, self.expected_size - self._pos)
@@ -336,7 +381,7 @@ class BoundedReader(io.BufferedReader):
         self.decoded = raw
 
 
-def drain(stream: BinaryIO, keep: int) -> tuple[bytes, int]:
+def drain(stream: IO[bytes], keep: int) -> tuple[bytes, int]:
     """Read a bounded stream to its end; keep the first ``keep`` bytes, count them all."""
     kept = bytearray()
     total = 0

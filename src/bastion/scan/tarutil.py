@@ -18,11 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO
 
 BLOCK = 512
 #: Longest GNU long name or pax header body accepted (real ones are a few KiB at most).
 MAX_EXTENSION = 1 << 20
+#: Extension headers (long names, pax) allowed before one member.
+MAX_EXTENSION_RUN = 16
 #: Old GNU sparse extension blocks accepted per member.
 MAX_SPARSE_BLOCKS = 4096
 #: Bytes after the end-of-archive marker searched for hidden content.
@@ -128,11 +130,12 @@ def _pax(body: bytes, offset: int) -> dict[str, str]:
 class TarReader:
     """Walks the headers of a tar held in a seekable stream of known size."""
 
-    def __init__(self, stream: BinaryIO, size: int) -> None:
+    def __init__(self, stream: IO[bytes], size: int) -> None:
         self.stream, self.size = stream, size
         #: Offset of non-zero bytes after the end-of-archive marker, if any.
         self.trailing_offset: int | None = None
         self._globals: dict[str, str] = {}
+        self._sparse = False
 
     def _block(self, offset: int) -> bytes:
         self.stream.seek(offset)
@@ -151,11 +154,13 @@ class TarReader:
         return body
 
     def members(self) -> Iterator[TarMember]:
-        offset = 0
+        offset, run = 0, 0
         long_name = long_link = None
         pax: dict[str, str] = {}
         first = None
         while True:
+            if offset > self.size:
+                raise TarFormatError("member data runs past the end of the archive", offset)
             block = self._block(offset)
             if not block or block == bytes(BLOCK):
                 self._check_end(offset, block)
@@ -167,32 +172,45 @@ class TarReader:
             if size < 0:
                 raise TarFormatError("negative member size", offset)
             if kind in ("L", "K", "x", "g"):
+                run += 1
+                if run > MAX_EXTENSION_RUN:
+                    raise TarFormatError("too many extension headers in a row", offset)
                 body = self._body(offset, size)
                 if kind == "L":
                     long_name = _nts(body)
                 elif kind == "K":
                     long_link = _nts(body)
+                elif kind == "x":
+                    pax.update(_pax(body, offset))
                 else:
-                    (self._globals if kind == "g" else pax).update(_pax(body, offset))
+                    self._global(_pax(body, offset), offset)
                 offset += BLOCK + _padded(size)
                 continue
-            fields = {**self._globals, **pax}
-            name = fields.get("path") or long_name or self._name(block)
-            link = fields.get("linkpath") or long_link or _nts(block[157:257])
+            name = self._field(pax, "path") or long_name or self._name(block)
+            link = self._field(pax, "linkpath") or long_link or _nts(block[157:257])
             data_offset = offset + BLOCK
-            sparse = kind == "S" or any(k.startswith("GNU.sparse.") for k in fields)
+            sparse = kind == "S" or self._sparse or any(k.startswith("GNU.sparse.") for k in pax)
             if kind == "S":
                 data_offset = self._skip_sparse(block, offset)
-            if "size" in fields:
-                try:
-                    size = int(fields["size"])
-                except ValueError:
-                    raise TarFormatError("bad pax size", offset) from None
+            if (pax_size := self._field(pax, "size")) is not None:
+                size = int(pax_size) if pax_size.isdigit() else -1
+                if size < 0:
+                    raise TarFormatError("bad pax size", offset)
             yield TarMember(name, kind, size, first, data_offset, link,
                             _number(block[100:108], offset), sparse)
             offset = data_offset + (0 if kind in _NO_DATA else _padded(size))
             long_name = long_link = first = None
-            pax = {}
+            pax, run = {}, 0
+
+    def _field(self, pax: dict[str, str], key: str) -> str | None:
+        return pax.get(key, self._globals.get(key))
+
+    def _global(self, records: dict[str, str], offset: int) -> None:
+        """A pax global header applies to every later member; keep it small."""
+        self._globals.update(records)
+        if sum(len(k) + len(v) for k, v in self._globals.items()) > MAX_EXTENSION:
+            raise TarFormatError("pax global headers over the size limit", offset)
+        self._sparse = any(k.startswith("GNU.sparse.") for k in self._globals)
 
     @staticmethod
     def _name(block: bytes) -> str:

@@ -27,204 +27,66 @@ from __future__ import annotations
 import bisect
 import re
 import struct
-from collections import Counter
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import BinaryIO
+from typing import IO
 
 from bastion.policy import Limits
-from bastion.scan.boundedio import BoundedReader, Codec, DecodedStream
+from bastion.scan._archiveinfo import (
+    CENTRAL,
+    CENTRAL_SIG,
+    CODECS,
+    EOCD,
+    EOCD_SIG,
+    FLAG_DESCRIPTOR,
+    FLAG_ENCRYPTED,
+    FLAG_STRONG,
+    LOCAL,
+    LOCAL_SIG,
+    TAIL,
+    TRAVERSAL,
+    ZIP64_EOCD,
+    ZIP64_EOCD_SIG,
+    ZIP64_LOCATOR,
+    ZIP64_LOCATOR_SIG,
+    Discrepancy,
+    Kind,
+    NameIssue,
+    Notes,
+    ZipArchive,
+    ZipFormatError,
+    ZipMember,
+    decode_name,
+    name_issues,
+)
+from bastion.scan.boundedio import BoundedReader, DecodedStream
 
-EOCD = struct.Struct("<4sHHHHLLH")  # sig, disk, cd disk, entries here, entries, size, offset
-ZIP64_LOCATOR = struct.Struct("<4sLQL")  # sig, disk of record, record offset, disks
-ZIP64_EOCD = struct.Struct("<4sQHHLLQQQQ")  # ..., entries here, entries, cd size, cd offset
-CENTRAL = struct.Struct("<4sHHHHHHLLLHHHHHLL")
-LOCAL = struct.Struct("<4sHHHHHLLLHH")
-LOCAL_SIG, CENTRAL_SIG, EOCD_SIG = b"PK\x03\x04", b"PK\x01\x02", b"PK\x05\x06"
-ZIP64_EOCD_SIG, ZIP64_LOCATOR_SIG = b"PK\x06\x06", b"PK\x06\x07"
-#: Where an EOCD may start: the record plus the longest comment.
-TAIL = EOCD.size + 0xFFFF
-#: Compression methods we decode: stored, deflate, bzip2, lzma.
-CODECS: dict[int, Codec] = {0: "stored", 8: "deflate", 12: "bzip2", 14: "lzma-zip"}
 #: Bytes outside member data that are searched for hidden headers, per archive.
 SCAN_BUDGET = 16 << 20
 #: EOCD candidates tried before giving up; a comment can be stuffed with signatures.
 MAX_EOCD_TRIES = 8
-#: Discrepancies of one kind listed individually; the rest are counted in one more.
-MAX_PER_KIND = 16
-FLAG_ENCRYPTED, FLAG_DESCRIPTOR, FLAG_STRONG, FLAG_UTF8 = 0x1, 0x8, 0x40, 0x800
 
-
-class ZipFormatError(Exception):
-    """The archive cannot be read as a zip at all (no usable EOCD, broken central directory)."""
-
-    def __init__(self, message: str, offset: int | None = None) -> None:
-        super().__init__(message)
-        self.offset = offset
-
-
-class Kind(StrEnum):
-    """What disagrees. Each kind lets two zip readers see different content."""
-
-    DUPLICATE_NAME = "duplicate-name"
-    NAME_MISMATCH = "name-mismatch"  # central directory vs local header name
-    HEADER_MISMATCH = "header-mismatch"  # method, flags or sizes differ, or lie
-    BAD_LOCAL_HEADER = "bad-local-header"
-    TRUNCATED = "truncated"  # member data runs past the end of the file
-    OVERLAP = "overlap"  # member data ranges overlap (Fifield's overlapping zip bomb)
-    PREPENDED_DATA = "prepended-data"
-    EMBEDDED_DATA = "embedded-data"  # between members, or around the central directory
-    TRAILING_DATA = "trailing-data"  # after the EOCD and its comment
-    HIDDEN_ENTRY = "hidden-entry"  # a local file header no central entry points at
-    MULTIPLE_EOCD = "multiple-eocd"  # another archive, read by readers that take the first
-    COUNT_MISMATCH = "count-mismatch"
-    SPANNED = "spanned"  # multi-disk fields set
-    ENCRYPTED = "encrypted"
-    UNKNOWN_METHOD = "unknown-method"
-    UNSAFE_NAME = "unsafe-name"
-    MEMBER_LIMIT = "member-limit"
-
-
-@dataclass(frozen=True)
-class Discrepancy:
-    kind: Kind
-    message: str
-    offset: int | None = None
-    member: str | None = None
-    #: For UNSAFE_NAME: the :class:`NameIssue` values found.
-    detail: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ZipMember:
-    """One central directory entry, with where its data really is."""
-
-    index: int
-    name: str
-    raw_name: bytes
-    header_offset: int  # absolute offset of the local header in the file
-    #: Absolute offset of the data; None when the local header is missing or broken.
-    data_offset: int | None
-    compressed_size: int
-    uncompressed_size: int
-    method: int
-    flags: int
-    crc: int
-
-    @property
-    def encrypted(self) -> bool:
-        return bool(self.flags & (FLAG_ENCRYPTED | FLAG_STRONG)) or self.method == 99
-
-    @property
-    def is_dir(self) -> bool:
-        return self.name.endswith("/") and self.uncompressed_size == 0
-
-    @property
-    def data_end(self) -> int | None:
-        return None if self.data_offset is None else self.data_offset + self.compressed_size
-
-
-@dataclass(frozen=True)
-class ZipArchive:
-    members: tuple[ZipMember, ...]
-    discrepancies: tuple[Discrepancy, ...]
-    size: int
-    eocd_offset: int
-    cd_offset: int  # absolute
-    cd_size: int
-    #: Bytes before the archive proper (CPython's ``concat``): offsets are shifted by it.
-    prefix: int
-    zip64: bool
-    comment: bytes
-    #: Offsets of other EOCD records outside member data: other views of the file.
-    other_eocds: tuple[int, ...]
-
-
-# -- names -------------------------------------------------------------------------------------
-
-
-class NameIssue(StrEnum):
-    ABSOLUTE = "absolute path"
-    DRIVE = "drive letter"
-    PARENT = "parent-directory component"
-    BACKSLASH = "backslash separator"
-    NUL = "NUL byte"
-    CONTROL = "control character"
-
-
-#: Issues that let extraction write outside the target folder (zip-slip, CWE-22).
-TRAVERSAL = frozenset({NameIssue.ABSOLUTE, NameIssue.DRIVE, NameIssue.PARENT})
-_CONTROL = re.compile(r"[\x01-\x1f\x7f]")
-#: Names without any of these are safe; most are, so they skip the detailed checks.
-_ODD = re.compile(r"^/|[\\:\x00-\x1f\x7f]|\.[. ]*\.")
-
-
-def name_issues(name: str) -> tuple[NameIssue, ...]:
-    """What is unsafe about an archive member name, as Windows or POSIX extractors read it.
-
-    Backslashes count as separators (Windows extractors split on them), and a component of
-    only dots and spaces with two or more dots counts as ``..`` (Windows strips trailing
-    dots and spaces).
-    """
-    if not _ODD.search(name):
-        return ()
-    issues: list[NameIssue] = []
-    norm = name.replace("\\", "/")
-    if norm.startswith("/"):
-        issues.append(NameIssue.ABSOLUTE)
-    if re.match(r"[A-Za-z]:", norm):
-        issues.append(NameIssue.DRIVE)
-    if any(part.count(".") >= 2 and not part.strip(". ") for part in norm.split("/")):
-        issues.append(NameIssue.PARENT)
-    if "\\" in name:
-        issues.append(NameIssue.BACKSLASH)
-    if "\x00" in name:
-        issues.append(NameIssue.NUL)
-    if _CONTROL.search(name):
-        issues.append(NameIssue.CONTROL)
-    return tuple(issues)
-
-
-def decode_name(raw: bytes, flags: int) -> str:
-    """UTF-8 when flag bit 11 says so, else CP437, as CPython's zipfile decodes names."""
-    return raw.decode("utf-8", "replace") if flags & FLAG_UTF8 else raw.decode("cp437")
-
+__all__ = [
+    "CODECS", "EOCD", "TAIL", "TRAVERSAL", "Discrepancy", "Kind", "MemberData", "NameIssue",
+    "ZipArchive", "ZipFormatError", "ZipMember", "eocd_candidates", "name_issues",
+    "open_member", "read_member", "read_zip",
+]
 
 # -- reading the structure ---------------------------------------------------------------------
 
 
-class _Notes:
-    """Collects discrepancies, at most :data:`MAX_PER_KIND` of each kind, then a count."""
-
-    def __init__(self) -> None:
-        self.items: list[Discrepancy] = []
-        self.counts: Counter[Kind] = Counter()
-
-    def add(self, kind: Kind, message: str, offset: int | None = None,
-            member: str | None = None, detail: tuple[str, ...] = ()) -> None:
-        self.counts[kind] += 1
-        if self.counts[kind] <= MAX_PER_KIND:
-            self.items.append(Discrepancy(kind, message, offset, member, detail))
-
-    def done(self) -> tuple[Discrepancy, ...]:
-        extra = [Discrepancy(kind, f"{n - MAX_PER_KIND} more {kind} discrepancies not listed")
-                 for kind, n in self.counts.items() if n > MAX_PER_KIND]
-        return (*self.items, *extra)
-
-
-def _read_at(stream: BinaryIO, offset: int, n: int) -> bytes:
+def _read_at(stream: IO[bytes], offset: int, n: int) -> bytes:
     stream.seek(offset)
     return stream.read(n)
 
 
-def _size_of(stream: BinaryIO) -> int:
+def _size_of(stream: IO[bytes]) -> int:
     here = stream.tell()
     end = stream.seek(0, 2)
     stream.seek(here)
     return end
 
 
-def eocd_candidates(stream: BinaryIO, size: int) -> list[int]:
+def eocd_candidates(stream: IO[bytes], size: int) -> list[int]:
     """Offsets of EOCD signatures in the tail, last first (with room for the 22 bytes)."""
     start = max(0, size - TAIL)
     tail = _read_at(stream, start, size - start)
@@ -246,7 +108,7 @@ class _Layout:
     spanned: bool
 
 
-def _layout(stream: BinaryIO, size: int, pos: int) -> _Layout:
+def _layout(stream: IO[bytes], size: int, pos: int) -> _Layout:
     sig, disk, cd_disk, here, total, cd_size, cd_offset, clen = EOCD.unpack(
         _read_at(stream, pos, EOCD.size))
     if sig != EOCD_SIG:
@@ -288,7 +150,7 @@ def _zip64_extra(extra: bytes, usize: int, csize: int, offset: int) -> tuple[int
     return usize, csize, offset
 
 
-def _central(stream: BinaryIO, lay: _Layout, max_members: int, notes: _Notes) -> list[ZipMember]:
+def _central(stream: IO[bytes], lay: _Layout, max_members: int, notes: Notes) -> list[ZipMember]:
     members: list[ZipMember] = []
     stream.seek(lay.cd_start)
     consumed = 0
@@ -313,7 +175,7 @@ def _central(stream: BinaryIO, lay: _Layout, max_members: int, notes: _Notes) ->
     return members
 
 
-def _local(stream: BinaryIO, member: ZipMember, size: int, notes: _Notes) -> ZipMember:
+def _local(stream: IO[bytes], member: ZipMember, size: int, notes: Notes) -> ZipMember:
     """Check a member's local header against its central entry; locate its data."""
     off, name = member.header_offset, member.name
     raw = _read_at(stream, off, LOCAL.size)
@@ -353,7 +215,7 @@ def _local(stream: BinaryIO, member: ZipMember, size: int, notes: _Notes) -> Zip
                      member.flags, member.crc)
 
 
-def _check_members(members: list[ZipMember], notes: _Notes) -> None:
+def _check_members(members: list[ZipMember], notes: Notes) -> None:
     seen: set[str] = set()
     for m in members:
         if issues := name_issues(m.name):
@@ -372,7 +234,7 @@ def _check_members(members: list[ZipMember], notes: _Notes) -> None:
                       f"{m.method}, which Bastion cannot decode", m.header_offset, m.name)
 
 
-def _descriptor(stream: BinaryIO, m: ZipMember, end: int) -> int:
+def _descriptor(stream: IO[bytes], m: ZipMember, end: int) -> int:
     """Length of the data descriptor after a member's data (flag bit 3), else 0."""
     if not m.flags & FLAG_DESCRIPTOR:
         return 0
@@ -383,8 +245,8 @@ def _descriptor(stream: BinaryIO, m: ZipMember, end: int) -> int:
 Span = tuple[int, int]
 
 
-def _regions(stream: BinaryIO, members: list[ZipMember], lay: _Layout, size: int,
-             notes: _Notes) -> tuple[list[tuple[int, int, Kind]], list[Span]]:
+def _regions(stream: IO[bytes], members: list[ZipMember], lay: _Layout, size: int,
+             notes: Notes) -> tuple[list[tuple[int, int, Kind]], list[Span]]:
     """Bytes no member covers (and overlapping members); also the member spans, sorted."""
     spans: list[tuple[int, int, ZipMember]] = []
     for m in members:
@@ -420,7 +282,7 @@ _WHERE = {Kind.PREPENDED_DATA: "before the archive's first member",
           Kind.TRAILING_DATA: "after the end of central directory record"}
 
 
-def _scan(stream: BinaryIO, regions: list[tuple[int, int, Kind]], notes: _Notes) -> list[int]:
+def _scan(stream: IO[bytes], regions: list[tuple[int, int, Kind]], notes: Notes) -> list[int]:
     """Report uncovered bytes; search them for hidden headers. Returns EOCD offsets found."""
     budget, eocds = SCAN_BUDGET, []
     for start, end, kind in regions:
@@ -449,7 +311,7 @@ def _inside(offset: int, spans: list[Span]) -> bool:
     return any(s <= offset < e for s, e in spans[max(0, i - 64): i + 1])
 
 
-def read_zip(stream: BinaryIO, *, size: int | None = None, max_members: int = 100_000,
+def read_zip(stream: IO[bytes], *, size: int | None = None, max_members: int = 100_000,
              eocd_offset: int | None = None) -> ZipArchive:
     """Read a zip's structure (never member data). ``eocd_offset`` picks another EOCD's view."""
     size = _size_of(stream) if size is None else size
@@ -457,7 +319,7 @@ def read_zip(stream: BinaryIO, *, size: int | None = None, max_members: int = 10
     order = [eocd_offset] if eocd_offset is not None else candidates[:MAX_EOCD_TRIES]
     error = ZipFormatError("no end of central directory record: not a zip, or truncated")
     for pos in order:
-        notes = _Notes()
+        notes = Notes()
         try:
             lay = _layout(stream, size, pos)
             members = _central(stream, lay, max_members, notes)
@@ -475,7 +337,10 @@ def read_zip(stream: BinaryIO, *, size: int | None = None, max_members: int = 10
                   f"({lay.entries_here} on this disk) but the central directory holds "
                   f"{len(members)}: readers that trust the count and readers that walk the "
                   "directory list different members", lay.eocd)
-    members = [_local(stream, m, size, notes) for m in members]
+    # In file order: a stream over compressed data seeks backwards only by starting over.
+    checked = {m.index: _local(stream, m, size, notes)
+               for m in sorted(members, key=lambda m: m.header_offset)}
+    members = [checked[i] for i in range(len(members))]
     _check_members(members, notes)
     regions, spans = _regions(stream, members, lay, size, notes)
     found = set(_scan(stream, regions, notes))
@@ -508,7 +373,7 @@ class MemberData:
         return self.limit_hit is None and self.error is None
 
 
-def open_member(stream: BinaryIO, member: ZipMember, *, limits: Limits,
+def open_member(stream: IO[bytes], member: ZipMember, *, limits: Limits,
                 cap: int | None = None, close_source: bool = False) -> BoundedReader:
     """A buffered, seekable stream of the member's bytes, capped by ``limits`` and ``cap``.
 
@@ -534,7 +399,7 @@ def open_member(stream: BinaryIO, member: ZipMember, *, limits: Limits,
     return BoundedReader(raw)
 
 
-def read_member(stream: BinaryIO, member: ZipMember, limit: int, *, limits: Limits
+def read_member(stream: IO[bytes], member: ZipMember, limit: int, *, limits: Limits
                 ) -> MemberData:
     """The member's first ``limit`` bytes at most, with why the read stopped."""
     with open_member(stream, member, limits=limits, cap=limit) as reader:

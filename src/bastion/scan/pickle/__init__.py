@@ -15,14 +15,9 @@ from bastion.analyzer import Context, Target
 from bastion.findings import Category, Finding, Location, Severity
 from bastion.rules import Rule
 from bastion.scan.pickle.globals import Verdict
-from bastion.scan.pickle.machine import (
-    GlobalUse,
-    Issue,
-    Machine,
-    Malformed,
-    PickleResult,
-)
+from bastion.scan.pickle.machine import GlobalUse, Machine, PickleResult
 from bastion.scan.pickle.reader import Reader, Truncated
+from bastion.scan.pickle.values import Issue, Malformed
 
 _REFS = ("ML06", "AML.T0010", "AML.T0011", "CWE-502")
 _FIX = ("Do not load this file. Re-export the model in a format that holds no code "
@@ -244,20 +239,20 @@ def looks_like_pickle(head: bytes) -> bool:
     import io
 
     reader = Reader(io.BytesIO(head), 0, len(head))
-    machine = Machine(reader, max_opcodes=512)
+    machine = Machine(reader, max_opcodes=len(head))
     result = machine.run()
-    if result.complete and result.opcodes >= 2:
-        return True
-    if not result.globals:
-        return False
-    # A name was imported: claim it if the walk went on past it, or ran off the sniff window.
-    first = min(use.offset for use in result.globals.values())
-    valid = [u for u in result.globals.values() if u.classification.reason.find("malformed") < 0]
-    if not valid:
-        return False
+    if result.complete:
+        return result.opcodes >= 2
     malformed = [i for i in result.issues if i.kind == "malformed"]
-    stop = malformed[0].offset if malformed else len(head)
-    return stop - first > 8 or result.opcodes - 1 >= 3 or stop >= len(head) - 1
+    named = [u for u in result.globals.values() if "malformed" not in u.classification.reason]
+    if not malformed or malformed[0].message.startswith("the pickle is truncated"):
+        # Ran off the sniff window without an error: padding cannot hide a payload behind it.
+        return result.opcodes >= 16 or bool(named)
+    if not named:
+        return False
+    # A real name was imported before an error: claim it if the walk went on past it.
+    first = min(use.offset for use in result.globals.values())
+    return malformed[0].offset - first > 8 or result.opcodes >= 4
 
 
 _FIRST_OPCODES = frozenset(b"(cNI]})SVXKJMGFldUTLPi\x8c\x95")
