@@ -30,9 +30,13 @@ _BASTION_ENV = ("BASTION_FORMAT", "BASTION_OUTPUT", "BASTION_POLICY", "BASTION_F
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     for name in _BASTION_ENV:
         monkeypatch.delenv(name, raising=False)
+    # The advisory database lives in the session's temporary folder, never the user's cache.
+    cache = tmp_path_factory.getbasetemp() / "user-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setenv("BASTION_DB", str(cache / "bastion" / "advisories.sqlite"))
 
 
 def _make_report(

@@ -151,10 +151,17 @@ class _ClaimFailed:
 
 @dataclass
 class Context:
-    """What an analyzer may use besides its target: the policy, and nested dispatch."""
+    """What an analyzer may use besides its target: the policy, nested dispatch, and notes
+    for the reader of the report (e.g. the advisory database's age)."""
 
     policy: Policy = DEFAULT
     registry: Registry = field(default_factory=Registry)
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        """Add a note to the report (each distinct text once)."""
+        if text not in self.notes:
+            self.notes.append(text)
 
     def analyze_nested(self, target: Target) -> Iterator[Finding]:
         """Dispatch a member of a container (archive, zip-based format) to its analyzers.

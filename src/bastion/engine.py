@@ -138,4 +138,5 @@ def scan_paths(
             files=len(entries), bytes=total_bytes, analyzed=analyzed,
             seconds=round(time.perf_counter() - clock, 3),
         ),
+        notes=tuple(ctx.notes),
     )

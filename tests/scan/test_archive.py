@@ -420,10 +420,17 @@ def test_gzip_trailing_garbage_is_reported() -> None:
     assert marks(found) == [("a",)]
 
 
-@pytest.mark.parametrize("magic", [b"\x04\x22\x4d\x18", b"\x28\xb5\x2f\xfd",
-                                   b"7z\xbc\xaf\x27\x1c", b"Rar!\x1a\x07\x00"])
+@pytest.mark.parametrize("magic", [b"\x28\xb5\x2f\xfd", b"7z\xbc\xaf\x27\x1c",
+                                   b"Rar!\x1a\x07\x00"])
 def test_undecodable_formats_are_not_analysed_findings(magic: bytes) -> None:
     assert ids(scan(magic + bytes(100), "x.bin")) == {"ARCHIVE-UNSUPPORTED"}
+
+
+def test_lz4_frames_are_decoded_when_lz4_is_installed() -> None:
+    lz4_frame = pytest.importorskip("lz4.frame")
+    found = scan(lz4_frame.compress(b"MARK payload"), "a.lz4")
+    assert marks(found) == [("a",)]
+    assert "ARCHIVE-CORRUPT" in ids(scan(b"\x04\x22\x4d\x18" + bytes(100), "x.lz4"))
 
 
 def test_long_names_in_gnu_and_pax_tars() -> None:

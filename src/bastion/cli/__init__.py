@@ -10,6 +10,8 @@ from __future__ import annotations
 import typer
 
 from bastion import __version__
+from bastion.cli import audit as audit_cmd
+from bastion.cli import db as db_cmd
 from bastion.cli import rules as rules_cmd
 from bastion.cli import scan as scan_cmd
 from bastion.cli import schema as schema_cmd
@@ -42,6 +44,8 @@ def _root(
 app.command("scan")(scan_cmd.scan)
 app.command("rules")(rules_cmd.rules)
 app.command("schema")(schema_cmd.schema)
+app.command("audit")(audit_cmd.audit_cmd)
+app.add_typer(db_cmd.app, name="db")
 
 
 def main() -> None:
