@@ -12,7 +12,7 @@ from bastion.analyzer import Analyzer, Registry
 from bastion.findings import Report
 from bastion.policy import DEFAULT, Policy
 from bastion.rules import Rule
-from bastion.scan import archive, gguf, numpy, onnx, safetensors, torch
+from bastion.scan import archive, gguf, keras, numpy, onnx, safetensors, savedmodel, torch
 from bastion.scan.pickle import RULES as PICKLE_RULES
 from bastion.scan.pickle import PickleAnalyzer
 
@@ -20,16 +20,18 @@ MODEL_ANALYZERS: tuple[Analyzer, ...] = (
     torch.TorchZipAnalyzer(),
     torch.TorchLegacyAnalyzer(),
     torch.TorchTarAnalyzer(),
+    keras.KerasAnalyzer(),
     numpy.NumpyAnalyzer(),
     safetensors.SafetensorsAnalyzer(),
     gguf.GgufAnalyzer(),
+    savedmodel.SavedModelAnalyzer(),
     onnx.OnnxAnalyzer(),  # after other protobuf formats: it claims by the first fields
     PickleAnalyzer(),
     archive.ArchiveAnalyzer(),  # last: the fallback for containers nobody else claims
 )
 MODEL_RULES: tuple[Rule, ...] = (
     *PICKLE_RULES, *torch.RULES, *numpy.RULES, *safetensors.RULES, *gguf.RULES, *onnx.RULES,
-    *archive.RULES,
+    *keras.RULES, *savedmodel.RULES, *archive.RULES,
 )
 
 

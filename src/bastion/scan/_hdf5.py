@@ -19,17 +19,19 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import IO
 
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: Where the superblock may start inside the first 4 KiB: HDF5 allows a user block of
 #: 512 bytes times a power of two in front of it.
 _SUPERBLOCK_OFFSETS = (0, 512, 1024, 2048)
 _MAX_BLOCKS = 256  # object header chunks followed
+_MAX_BLOCK_SIZE = 16 << 20  # bytes in one object header chunk (real ones are kilobytes)
 _MAX_MESSAGES = 65_536  # header messages looked at
 _MAX_HEAP_OBJECTS = 1_000_000  # global heap objects walked to find one
 _MAX_ELEMENTS = 64  # string elements read from one attribute
 
+_LINK = 0x0006
 _ATTRIBUTE = 0x000C
 _ATTRIBUTE_INFO = 0x0015
 _CONTINUATION = 0x0010
@@ -58,6 +60,8 @@ class Attribute:
 @dataclass
 class RootAttributes:
     attributes: list[Attribute] = field(default_factory=list)
+    #: Names of the root group's links kept in its header (new-style groups only).
+    links: list[str] = field(default_factory=list)
     #: Features on the root group this reader does not follow; non-empty means "look again".
     unfollowed: list[str] = field(default_factory=list)
 
@@ -73,7 +77,7 @@ def superblock_offset(head: bytes) -> int | None:
 class _File:
     """Bounded random access: every read is checked against the file size."""
 
-    def __init__(self, stream: BinaryIO, size: int, base: int) -> None:
+    def __init__(self, stream: IO[bytes], size: int, base: int) -> None:
         self.stream, self.size, self.base = stream, size, base
         self.offset_size = 8
         self.length_size = 8
@@ -104,7 +108,7 @@ class _File:
 
 
 def read_root_attributes(
-    stream: BinaryIO, size: int, base: int, *, max_string: int
+    stream: IO[bytes], size: int, base: int, *, max_string: int
 ) -> RootAttributes:
     """The root group's attributes. Raises HDF5Error (malformed) or HDF5Limit."""
     f = _File(stream, size, base)
@@ -114,6 +118,10 @@ def read_root_attributes(
         if kind == _ATTRIBUTE_INFO:
             if _has_dense_storage(f, f.read(offset, length)):
                 result.unfollowed.append("attributes in dense storage (fractal heap)")
+        elif kind == _LINK and len(result.links) < 1024:
+            name = _link_name(f.read(offset, length))
+            if name is not None:
+                result.links.append(name)
         elif kind == _ATTRIBUTE:
             if flags & _SHARED_FLAG:
                 result.unfollowed.append("a shared attribute message")
@@ -185,6 +193,8 @@ def _walk_blocks(
         if start in seen or len(seen) >= _MAX_BLOCKS:
             raise HDF5Error("object header continuation blocks loop or are too many")
         seen.add(start)
+        if length > _MAX_BLOCK_SIZE:
+            raise HDF5Error(f"object header chunk of {length} bytes at {start}")
         data = f.read(start, length)
         pos = 0
         while pos + header <= len(data):
@@ -223,6 +233,19 @@ def _has_dense_storage(f: _File, data: bytes) -> bool:
         raise HDF5Error("truncated attribute info message")
     pos = 2 + (2 if data[1] & 0x01 else 0)
     return f.address(data, pos) is not None
+
+
+def _link_name(data: bytes) -> str | None:
+    """The name in a link message: version, flags, optional fields, then a sized name."""
+    if len(data) < 3 or data[0] != 1:
+        return None
+    flags = data[1]
+    pos = 2 + (1 if flags & 0x08 else 0) + (8 if flags & 0x04 else 0) + (
+        1 if flags & 0x10 else 0)
+    width = 1 << (flags & 0x03)
+    size = int.from_bytes(data[pos:pos + width], "little")
+    name = data[pos + width:pos + width + size]
+    return name.decode("utf-8", "replace") if len(name) == size else None
 
 
 def _pad8(n: int) -> int:
@@ -277,7 +300,8 @@ def _string_values(
             raise HDF5Limit(f"a {size}-byte string attribute is over the limit of {max_string}")
         if size * count > len(raw):
             raise HDF5Error("attribute data shorter than its datatype says")
-        return tuple(raw[i * size:(i + 1) * size] for i in range(count))
+        # as numpy reads fixed-length strings: trailing padding nulls dropped
+        return tuple(raw[i * size:(i + 1) * size].rstrip(b"\0") for i in range(count))
     if cls != 9:
         return ()
     unit = 1

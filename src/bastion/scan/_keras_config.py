@@ -23,7 +23,8 @@ from bastion.findings import clip
 
 #: Packages whose classes and functions a Keras loader resolves as its own.
 KERAS_PACKAGES = frozenset({
-    "keras", "tf_keras", "keras_nlp", "keras_hub", "keras_cv", "keras_rs", "tensorflow",
+    "keras", "keras_core", "tf_keras", "keras_nlp", "keras_hub", "keras_cv", "keras_rs",
+    "tensorflow",
 })
 #: Plain numeric libraries whose functions appear in Lambda layers of real models.
 NUMERIC_PACKAGES = frozenset({"numpy", "math", "jax"})
@@ -118,13 +119,13 @@ def parse(text: bytes | str, max_size: int) -> Any:
 # -- walking -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class _Path:
     """A cons cell: the walk stays O(1) per node however deep the config nests."""
 
-    parent: _Path | None
-    key: str | int
-    node: Any
+    __slots__ = ("key", "node", "parent")
+
+    def __init__(self, parent: _Path | None, key: str | int, node: Any) -> None:
+        self.parent, self.key, self.node = parent, key, node
 
 
 def _describe(path: _Path | None) -> str:
@@ -156,7 +157,8 @@ def inspect(config: Any, *, max_nodes: int = 10_000_000) -> Iterator[Issue]:
         node = path.node
         children: Iterable[tuple[Any, Any]]
         if isinstance(node, dict):
-            yield from _inspect_object(node, path)
+            if "class_name" in node:  # every object a loader resolves names its class
+                yield from _inspect_object(node, path)
             children = node.items()
         else:
             children = enumerate(node)
@@ -234,45 +236,53 @@ def _reference(obj: dict[str, Any], cls: str, path: _Path) -> Iterator[Issue]:
             return
 
 
-def _classify(module: str, name: str, path: _Path, *, role: str) -> Iterator[Issue]:
-    top = module.split(".")[0]
+_UNSAFE_PREFIXES = tuple(f"{prefix}." for prefix in UNSAFE_FRAMEWORK_MODULES)
+
+
+def classify(module: str, name: str, role: str) -> tuple[str, str] | None:
+    """``(kind, message)`` for a callable or class the loader resolves, None if it is fine."""
+    top = module.split(".", 1)[0]
     qualified = f"{module}.{name}" if module else name
-    where = _describe(path)
-    props = {"module": module, "name": name, "role": role}
     if module == "builtins":
         if name in DANGEROUS_BUILTINS:
-            yield Issue("unsafe", where, f"{role} resolves to the Python builtin {name!r}",
-                        f"{where}: builtins.{name}", props)
-        return
+            return "unsafe", f"{role} resolves to the Python builtin {name!r}"
+        return None
     if top in DANGEROUS_PACKAGES:
-        yield Issue("unsafe", where, f"{role} resolves to {qualified}, outside any model code",
-                    f"{where}: {qualified}", props)
-    elif top in KERAS_PACKAGES or top in NUMERIC_PACKAGES:
-        if name.rsplit(".", 1)[-1] in UNSAFE_FRAMEWORK_NAMES or any(
-            module == prefix or module.startswith(prefix + ".")
-            for prefix in UNSAFE_FRAMEWORK_MODULES
-        ):
-            yield Issue("unsafe", where,
-                        f"{role} resolves to {qualified}, a non-modelling API that loads, "
-                        "downloads or writes files or turns safe mode off",
-                        f"{where}: {qualified}", props)
-    else:
-        yield Issue("custom", where,
-                    f"{role} {qualified} comes from outside Keras: loading imports {module}",
-                    f"{where}: {qualified}", props)
+        return "unsafe", f"{role} resolves to {qualified}, outside any model code"
+    if top in KERAS_PACKAGES or top in NUMERIC_PACKAGES:
+        if name.rsplit(".", 1)[-1] in UNSAFE_FRAMEWORK_NAMES or \
+                module in UNSAFE_FRAMEWORK_MODULES or module.startswith(_UNSAFE_PREFIXES):
+            return "unsafe", (f"{role} resolves to {qualified}, a non-modelling API that loads, "
+                              "downloads or writes files or turns safe mode off")
+        return None
+    if not module:
+        return "custom", f"{role} {name!r} must come from code the loading program supplies"
+    return "custom", f"{role} {qualified} comes from outside Keras: loading imports {module}"
+
+
+def _classify(module: str, name: str, path: _Path, *, role: str) -> Iterator[Issue]:
+    verdict = classify(module, name, role)
+    if verdict is not None:
+        where = _describe(path)
+        qualified = f"{module}.{name}" if module else name
+        yield Issue(verdict[0], where, verdict[1], f"{where}: {qualified}",
+                    {"module": module, "name": name, "role": role})
 
 
 def _external(cls: str, cfg: dict[str, Any], path: _Path) -> Iterator[Issue]:
-    where = _describe(path)
-    vocabulary = cfg.get("vocabulary")
+    vocabulary, handle = cfg.get("vocabulary"), cfg.get("handle")
     if (cls in VOCABULARY_LAYERS or cls.endswith("Lookup")) and isinstance(vocabulary, str) \
             and vocabulary:
-        yield Issue("external", where, f"{cls} reads its vocabulary from {vocabulary!r} on load",
-                    f"{where}: vocabulary={vocabulary!r}", {"path": vocabulary})
+        key, value, what = "vocabulary", vocabulary, f"{cls} reads its vocabulary from"
     elif cls == "TFSMLayer":
-        target = cfg.get("filepath")
-        yield Issue("external", where, f"TFSMLayer loads the SavedModel at {target!r} on load",
-                    f"{where}: filepath={target!r}", {"path": str(target)})
+        key, value, what = "filepath", str(cfg.get("filepath")), "TFSMLayer loads the SavedModel at"
+    elif cls == "KerasLayer" and isinstance(handle, str):
+        key, value, what = "handle", handle, "TF Hub KerasLayer loads the model at"
+    else:
+        return
+    where = _describe(path)
+    yield Issue("external", where, f"{what} {value!r} on load", f"{where}: {key}={value!r}",
+                {"path": value})
 
 
 # -- Lambda bytecode -------------------------------------------------------------------------

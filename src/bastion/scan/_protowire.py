@@ -11,8 +11,7 @@ descends only into the messages it knows.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO, NamedTuple
 
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
 _WINDOW = 1 << 16
@@ -26,8 +25,7 @@ class WireLimit(ValueError):
     """The message has more fields than the reader's budget."""
 
 
-@dataclass(frozen=True)
-class Field:
+class Field(NamedTuple):
     """One field: for LEN fields ``value`` is the payload's offset and ``length`` its size."""
 
     number: int
@@ -45,7 +43,7 @@ class Field:
 class Reader:
     """Reads fields from ``[start, end)`` ranges of a stream through a small window."""
 
-    def __init__(self, stream: BinaryIO, size: int, *, max_fields: int = 20_000_000) -> None:
+    def __init__(self, stream: IO[bytes], size: int, *, max_fields: int = 20_000_000) -> None:
         self.stream, self.size, self.max_fields = stream, size, max_fields
         self.fields_read = 0
         self._buf = b""
@@ -74,6 +72,7 @@ class Reader:
         return data
 
     def varint(self, pos: int, end: int) -> tuple[int, int]:
+        """A varint at ``pos`` that must end before ``end``: (value, position after it)."""
         buf, i = self._window(pos, 10)
         value = shift = 0
         for step in range(10):
@@ -93,30 +92,41 @@ class Reader:
         if end > self.size:
             raise WireError(f"message end {end} is past the end of the file")
         pos = start
+        buf, base = self._buf, self._buf_at
         while pos < end:
             self.fields_read += 1
             if self.fields_read > self.max_fields:
                 raise WireLimit(f"more than {self.max_fields} protobuf fields")
             at = pos
-            key, pos = self.varint(pos, end)
+            if not (base <= pos and pos + 2 <= base + len(buf) and pos + 2 <= end):
+                buf, i = self._window(pos, 24)
+                base = pos - i
+            key = buf[pos - base]
+            if key < 0x80:  # one-byte tag: the common case, decoded inline
+                pos += 1
+            else:
+                key, pos = self.varint(pos, end)
             number, wire = key >> 3, key & 7
             if number == 0:
                 raise WireError(f"field number 0 at {at}")
-            if wire == VARINT:
+            if wire == LEN:
+                if pos < end and base <= pos < base + len(buf) and buf[pos - base] < 0x80:
+                    length, pos = buf[pos - base], pos + 1
+                else:
+                    length, pos = self.varint(pos, end)
+                if pos + length > end:
+                    raise WireError(f"field {number} at {at} runs past its message")
+                yield Field(number, wire, pos, length, at)
+                pos += length
+            elif wire == VARINT:
                 value, pos = self.varint(pos, end)
-                yield Field(number, wire, value, at=at)
+                yield Field(number, wire, value, 0, at)
             elif wire in (I64, I32):
                 width = 8 if wire == I64 else 4
                 if pos + width > end:
                     raise WireError(f"truncated fixed-width field at {at}")
-                yield Field(number, wire, int.from_bytes(self.read(pos, width), "little"), at=at)
+                yield Field(number, wire, int.from_bytes(self.read(pos, width), "little"), 0, at)
                 pos += width
-            elif wire == LEN:
-                length, pos = self.varint(pos, end)
-                if pos + length > end:
-                    raise WireError(f"field {number} at {at} runs past its message")
-                yield Field(number, wire, pos, length, at=at)
-                pos += length
             else:
                 raise WireError(f"unsupported wire type {wire} at {at}")
 

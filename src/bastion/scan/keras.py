@@ -10,29 +10,43 @@ the config (CVE-2025-12058). :mod:`bastion.scan._keras_config` finds them.
 
 HDF5 is read by :mod:`bastion.scan._hdf5`, a bounded pure-Python reader of the root
 group's attributes, never by h5py: the HDF5 C library is not something to hand a hostile
-file to inside a security gate. Every HDF5 file is claimed, not only those whose first
-4 KiB happen to show ``model_config``, because a crafted file can move its attributes out
-of that window. Where the reader meets a layout it does not follow (attributes in dense
-storage, shared messages) it falls back to a bounded raw scan for JSON configs, and says
-so if that finds nothing. Zip members are read through :mod:`zipfile` with bounded reads,
-never extracted; members other than the config are handed to the other analyzers.
+file to inside a security gate. Every HDF5 file is claimed (superblock at offset 0, 512,
+1024 or 2048), not only those whose first 4 KiB happen to show ``model_config``, because a
+crafted file can move its attributes out of that window. Where the reader meets a layout
+it does not follow (attributes in dense storage, shared messages) it falls back to a
+bounded raw scan for JSON configs, and says so if that finds nothing. A ``.keras`` zip is
+read by the shared archive reader (bounded, never extracted, every zip discrepancy
+reported); its ``config.json`` is checked here and its other members go to the analyzers
+that claim them.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import zipfile
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import IO, Any
 
-from bastion.analyzer import HEAD_SIZE, Context, Target
-from bastion.findings import Category, Finding, Location, Severity
+from bastion.analyzer import Context, Target
+from bastion.findings import Category, Finding, Location, Reference, Severity, clip
 from bastion.rules import Rule
 from bastion.scan import _keras_config as kc
-from bastion.scan._hdf5 import HDF5Error, HDF5Limit, read_root_attributes, superblock_offset
+from bastion.scan import archive
+from bastion.scan._hdf5 import (
+    SIGNATURE,
+    HDF5Error,
+    HDF5Limit,
+    read_root_attributes,
+    superblock_offset,
+)
 
-_REFS = ("ML06", "AML.T0010", "AML.T0011", "CWE-502")
+_REF_IDS = ("ML06", "AML.T0010", "AML.T0011", "CWE-502")
+
+
+def _refs(*ids: str) -> tuple[Reference, ...]:
+    return tuple(Reference.of(ref) for ref in ids)
+
+
 _UNSAFE_LOAD = (
     "Do not load this model. If it is yours, rebuild it without Lambda layers or "
     "unregistered code (subclass a Layer and register it), save it again and compare."
@@ -47,7 +61,7 @@ LAMBDA_BYTECODE = Rule(
         "do so on every load (CVE-2024-3660), Keras 3 for legacy HDF5 files (CVE-2025-9905) "
         "and whenever safe_mode is off. The names the bytecode references are listed."
     ),
-    remediation=_UNSAFE_LOAD, references=(*_REFS, "CVE-2024-3660", "CVE-2025-9905"),
+    remediation=_UNSAFE_LOAD, references=_refs(*_REF_IDS, "CVE-2024-3660", "CVE-2025-9905"),
 )
 UNSAFE_REFERENCE = Rule(
     id="KERAS-UNSAFE-REFERENCE", title="Keras config references a dangerous function or class",
@@ -60,7 +74,7 @@ UNSAFE_REFERENCE = Rule(
         "config (CVE-2025-1550); later versions were bypassed through Keras' own APIs."
     ),
     remediation=_UNSAFE_LOAD,
-    references=(*_REFS, "CVE-2025-1550", "CVE-2025-8747", "CVE-2025-9906"),
+    references=_refs(*_REF_IDS, "CVE-2025-1550", "CVE-2025-8747", "CVE-2025-9906"),
 )
 CUSTOM_OBJECT = Rule(
     id="KERAS-CUSTOM-OBJECT", title="Keras config needs code from outside Keras",
@@ -72,26 +86,26 @@ CUSTOM_OBJECT = Rule(
         "that name. Review the module before loading."
     ),
     remediation="Check that the module is yours and pinned; list it in the policy if so.",
-    references=("ML06", "AML.T0010", "CWE-502"),
+    references=_refs("ML06", "AML.T0010", "CWE-502"),
 )
 EXTERNAL_RESOURCE = Rule(
     id="KERAS-EXTERNAL-RESOURCE", title="Keras layer opens a file or URL named in the config",
     severity=Severity.HIGH, category=Category.CODE_EXECUTION,
     description=(
-        "A lookup layer whose vocabulary is a path, or a TFSMLayer, makes the loader open a "
-        "path or URL chosen by the model's author: local files end up in the model "
-        "(CVE-2025-12058), remote paths make requests, and a TFSMLayer loads a whole "
-        "SavedModel from outside the archive (CVE-2026-1462)."
+        "A lookup layer whose vocabulary is a path, a TFSMLayer or a TF Hub KerasLayer makes "
+        "the loader open a path or URL chosen by the model's author: local files end up in "
+        "the model (CVE-2025-12058), remote paths make requests, and a TFSMLayer or "
+        "KerasLayer loads a whole SavedModel from outside the archive (CVE-2026-1462)."
     ),
     remediation="Ship vocabularies inside the model (as a list or asset), not as a path.",
-    references=("ML06", "AML.T0010", "CWE-73", "CWE-918", "CVE-2025-12058", "CVE-2026-1462"),
+    references=_refs("ML06", "AML.T0010", "CWE-73", "CWE-918", "CVE-2025-12058", "CVE-2026-1462"),
 )
 CONFIG_MALFORMED = Rule(
-    id="KERAS-CONFIG-MALFORMED", title="Keras model config or archive does not parse",
+    id="KERAS-CONFIG-MALFORMED", title="Keras model config does not parse",
     severity=Severity.HIGH, category=Category.MALFORMED,
     description=(
-        "The model config is not valid JSON, or the .keras archive is not a valid zip. "
-        "Bastion cannot tell what loading it would run, so it fails closed."
+        "The model config is not valid JSON. Bastion cannot tell what loading it would run, "
+        "so it fails closed."
     ),
     remediation="Treat the file as untrusted; re-export it from its source.",
 )
@@ -99,20 +113,20 @@ CONFIG_LIMIT = Rule(
     id="KERAS-CONFIG-LIMIT", title="Keras model config exceeds a scan limit",
     severity=Severity.HIGH, category=Category.RESOURCE,
     description=(
-        "The config, an archive member or the archive nesting is larger or deeper than the "
-        "policy limits, or it produced more findings than are reported; the rest was not "
-        "checked."
+        "The config is larger or deeper than the policy limits, or it produced more findings "
+        "than are reported; the rest was not checked."
     ),
     remediation="Raise the limits in the policy if the file is expected to be this large.",
-    references=("CWE-400", "CWE-409"),
+    references=_refs("CWE-400"),
 )
 HDF5_UNCHECKED = Rule(
     id="KERAS-HDF5-UNCHECKED", title="HDF5 root attributes could not be fully read",
     severity=Severity.MEDIUM, category=Category.COVERAGE,
     description=(
-        "The HDF5 file is malformed along the path to its root attributes (medium), or keeps "
-        "them in a layout Bastion does not follow and a raw scan found no Keras config in "
-        "them (low). A model config there would not have been checked."
+        "The HDF5 file is malformed along the path to its root attributes, or keeps them in a "
+        "layout Bastion does not follow (dense storage) and a bounded raw scan found no Keras "
+        "config: medium when the file has Keras' model_weights group, low otherwise. A model "
+        "config there would not have been checked."
     ),
     remediation="Re-save the file with h5py defaults, or review it by other means.",
 )
@@ -127,8 +141,8 @@ _BY_KIND = {
 }
 #: Findings reported from one config before the rest are summarised.
 MAX_FINDINGS = 256
-_ZIP_MAGIC = b"PK\x03\x04"
-_KERAS_MEMBERS = (b"config.json", b"metadata.json", b"model.weights.h5")
+ZIP_MAGIC = b"PK\x03\x04"
+_KERAS_MEMBERS = frozenset({b"config.json", b"metadata.json", b"model.weights.h5"})
 _CONFIG_START = re.compile(r'\{\s*"(?:class_name|module|registered_name)"\s*:')
 _MAX_RAW_CANDIDATES = 4096
 
@@ -147,6 +161,7 @@ def config_findings(text: bytes | str, location: Location, ctx: Context) -> Iter
 
 
 def parsed_findings(config: Any, location: Location) -> Iterator[Finding]:
+    """Findings for a parsed config, at most :data:`MAX_FINDINGS` and a note past that."""
     count = 0
     try:
         for issue in kc.inspect(config):
@@ -159,10 +174,39 @@ def parsed_findings(config: Any, location: Location) -> Iterator[Finding]:
             severity = Severity.LOW if issue.kind == "custom-registered" else None
             yield _BY_KIND[issue.kind].finding(
                 location, issue.message, evidence=issue.evidence, severity=severity,
-                properties={"where": issue.where, **issue.properties},
+                properties=safe_properties({"where": issue.where, **issue.properties}),
             )
     except kc.ConfigLimit as exc:
         yield CONFIG_LIMIT.finding(location, str(exc))
+
+
+def safe_properties(value: Any) -> Any:
+    """Texts from the artifact, bounded and with control characters made visible."""
+    if isinstance(value, str):
+        return clip(value, 256)
+    if isinstance(value, list):
+        return [safe_properties(item) for item in value[:64]]
+    if isinstance(value, dict):
+        return {clip(str(k), 64): safe_properties(v) for k, v in value.items()}
+    return value
+
+
+def local_names(head: bytes) -> Iterator[bytes]:
+    """Member names of the zip local file headers that lie whole within ``head``."""
+    pos = 0
+    for _ in range(64):
+        if head[pos:pos + 4] != ZIP_MAGIC or pos + 30 > len(head):
+            return
+        flags = int.from_bytes(head[pos + 6:pos + 8], "little")
+        size = int.from_bytes(head[pos + 18:pos + 22], "little")
+        name_len = int.from_bytes(head[pos + 26:pos + 28], "little")
+        extra_len = int.from_bytes(head[pos + 28:pos + 30], "little")
+        if pos + 30 + name_len > len(head):
+            return
+        yield head[pos + 30:pos + 30 + name_len]
+        if flags & 0x08:  # sizes follow the data: the next header cannot be found cheaply
+            return
+        pos += 30 + name_len + extra_len + size
 
 
 def _is_keras_json(head: bytes) -> bool:
@@ -170,31 +214,66 @@ def _is_keras_json(head: bytes) -> bool:
     return stripped[:1] == b"{" and b'"class_name"' in head and b'"config"' in head
 
 
-class KerasAnalyzer:
-    """Keras legacy HDF5, Keras 3 ``.keras`` archives and bare Keras JSON configs."""
+def _superblock(target: Target) -> int | None:
+    """The HDF5 superblock: in the head, or after a user block of 4 KiB, 8 KiB, ... (HDF5 puts
+    it at 0 or a power of two from 512), so a large user block cannot hide the file."""
+    found = superblock_offset(target.head)
+    if found is not None or target.size <= len(target.head):
+        return found
+    offset = 4096
+    with target.open() as stream:
+        while offset + len(SIGNATURE) <= target.size:
+            stream.seek(offset)
+            if stream.read(len(SIGNATURE)) == SIGNATURE:
+                return offset
+            offset *= 2
+    return None
+
+
+class KerasAnalyzer(archive.ArchiveAnalyzer):
+    """Keras legacy HDF5, Keras 3 ``.keras`` archives and bare Keras JSON configs.
+
+    A ``.keras`` archive is read by :class:`~bastion.scan.archive.ArchiveAnalyzer`, so it
+    gets every zip check (bombs, traversal, reader discrepancies); this class only takes
+    over its ``config.json`` and hands the other members on by content.
+    """
 
     name = "keras"
     capability = "model"
-    rules = RULES
+    rules = (*RULES, *archive.RULES)
 
     def claims(self, target: Target) -> bool:
         head = target.head
-        if superblock_offset(head) is not None:
+        if _superblock(target) is not None:
             return True
-        if head.startswith(_ZIP_MAGIC):
-            return any(member in head for member in _KERAS_MEMBERS)
+        if head.startswith(ZIP_MAGIC):
+            return any(name in _KERAS_MEMBERS for name in local_names(head))
         return _is_keras_json(head)
 
     def analyze(self, target: Target, ctx: Context) -> Iterator[Finding]:
-        base = superblock_offset(target.head)
+        base = _superblock(target)
         if base is not None:
             yield from _analyze_hdf5(target, ctx, base)
-        elif target.head.startswith(_ZIP_MAGIC):
-            yield from _analyze_zip(target, ctx)
+        elif target.head.startswith(ZIP_MAGIC):
+            yield from super().analyze(target, ctx)
         else:
             with target.open() as stream:
                 text = stream.read(ctx.policy.limits.max_header_size + 1)
             yield from config_findings(text, target.location, ctx)
+
+    def _analyze_member(self, child: Target, ctx: Context) -> Iterator[Finding]:
+        """``config.json`` at the archive root is the model; the rest goes by content."""
+        if child.location.members[-1:] != ("config.json",):
+            yield from ctx.analyze_nested(child)
+            return
+        limit = ctx.policy.limits.max_header_size
+        if child.size > limit:
+            yield CONFIG_LIMIT.finding(child.location, f"config.json is {child.size} bytes, "
+                                       f"over the limit of {limit}")
+            return
+        with child.open() as stream:
+            text = stream.read(limit + 1)
+        yield from config_findings(text, child.location, ctx)
 
 
 # -- HDF5 ------------------------------------------------------------------------------------
@@ -214,6 +293,7 @@ def _analyze_hdf5(target: Target, ctx: Context, base: int) -> Iterator[Finding]:
             yield from _raw_scan(stream, target, limit, reason=None)
             return
         unfollowed = list(root.unfollowed)
+        done: set[bytes] = set()
         for attr in root.attributes:
             if attr.name not in ("model_config", "training_config"):
                 continue
@@ -221,13 +301,19 @@ def _analyze_hdf5(target: Target, ctx: Context, base: int) -> Iterator[Finding]:
                 unfollowed.append(f"the {attr.name} attribute's datatype")
             location = target.location.at(offset=attr.offset)
             for value in attr.values:
+                done.add(value.strip(b"\0 \t\r\n"))
                 yield from config_findings(value, location, ctx)
         if unfollowed:
-            yield from _raw_scan(stream, target, limit, reason="; ".join(unfollowed))
+            # A Keras model keeps its weights under /model_weights: then an unread config
+            # is a gap in a model, not in some data file.
+            keras_like = "model_weights" in root.links
+            yield from _raw_scan(stream, target, limit, reason="; ".join(unfollowed), done=done,
+                                 severity=Severity.MEDIUM if keras_like else Severity.LOW)
 
 
 def _raw_scan(
-    stream: BinaryIO, target: Target, limit: int, *, reason: str | None
+    stream: IO[bytes], target: Target, limit: int, *, reason: str | None,
+    done: frozenset[bytes] | set[bytes] = frozenset(), severity: Severity = Severity.LOW,
 ) -> Iterator[Finding]:
     """Find Keras JSON configs anywhere in the first ``limit`` bytes, without structure.
 
@@ -249,96 +335,10 @@ def _raw_scan(
         except (ValueError, RecursionError):
             continue
         covered, found = end, found + 1
-        yield from parsed_findings(config, target.location.at(offset=match.start()))
+        if text[match.start():end].encode("latin-1") not in done:
+            yield from parsed_findings(config, target.location.at(offset=match.start()))
     if not found and reason is not None:
         yield HDF5_UNCHECKED.finding(
             target.location, f"root attributes not read ({reason}); a raw scan of the first "
-            f"{min(limit, target.size)} bytes found no Keras config", severity=Severity.LOW,
+            f"{min(limit, target.size)} bytes found no Keras config", severity=severity,
             evidence=reason)
-
-
-# -- .keras zip ------------------------------------------------------------------------------
-
-
-def _analyze_zip(target: Target, ctx: Context) -> Iterator[Finding]:
-    limits = ctx.policy.limits
-    with target.open() as stream:
-        count = _zip_entry_count(stream, target.size)
-        if count is not None and count > limits.max_archive_members:
-            yield CONFIG_LIMIT.finding(
-                target.location, f"{count} archive members, over the limit of "
-                f"{limits.max_archive_members}")
-            return
-        try:
-            with zipfile.ZipFile(stream) as archive:
-                yield from _zip_members(archive, target, ctx)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError,
-                EOFError, ValueError) as exc:
-            yield CONFIG_MALFORMED.finding(target.location, f"not a readable zip: {exc}")
-
-
-def _zip_members(archive: zipfile.ZipFile, target: Target, ctx: Context) -> Iterator[Finding]:
-    limits = ctx.policy.limits
-    total = 0
-    for info in archive.infolist()[: limits.max_archive_members]:
-        if info.is_dir():
-            continue
-        location = target.location.child(info.filename)
-        total += info.file_size
-        ratio = info.file_size / max(info.compress_size, 1)
-        if info.file_size > limits.max_decompressed_size or total > limits.max_decompressed_size \
-                or (info.file_size > 2**20 and ratio > limits.max_compression_ratio):
-            yield CONFIG_LIMIT.finding(
-                location, f"member expands to {info.file_size} bytes (ratio {ratio:.0f}); "
-                "not read")
-            continue
-        if info.filename == "config.json":
-            if info.file_size > limits.max_header_size:
-                yield CONFIG_LIMIT.finding(location, f"config.json is {info.file_size} bytes, "
-                                           f"over the limit of {limits.max_header_size}")
-                continue
-            with archive.open(info) as member:
-                text = member.read(limits.max_header_size + 1)
-            yield from config_findings(text, location, ctx)
-        elif info.filename != "metadata.json":
-            yield from _dispatch_member(target, info, location, ctx)
-
-
-def _dispatch_member(
-    target: Target, info: zipfile.ZipInfo, location: Location, ctx: Context
-) -> Iterator[Finding]:
-    if target.depth + 1 > ctx.policy.limits.max_archive_depth:
-        yield CONFIG_LIMIT.finding(location, "archive nesting is deeper than "
-                                   f"{ctx.policy.limits.max_archive_depth}; member not scanned",
-                                   severity=Severity.MEDIUM)
-        return
-
-    def opener() -> BinaryIO:
-        archive = zipfile.ZipFile(target.open())
-        return archive.open(info)  # type: ignore[return-value]
-
-    with opener() as member:
-        head = member.read(HEAD_SIZE)
-    yield from ctx.analyze_nested(Target(location, info.file_size, head, opener,
-                                         target.depth + 1))
-
-
-def _zip_entry_count(stream: BinaryIO, size: int) -> int | None:
-    """The entry count from the end-of-central-directory record, before zipfile reads it all."""
-    tail_size = min(size, 65_557)
-    stream.seek(size - tail_size)
-    tail = stream.read(tail_size)
-    at = tail.rfind(b"PK\x05\x06")
-    if at < 0 or at + 22 > len(tail):
-        return None
-    count = int.from_bytes(tail[at + 10:at + 12], "little")
-    locator = tail.rfind(b"PK\x06\x07", 0, at)
-    if count == 0xFFFF and locator >= 0 and locator + 20 <= len(tail):
-        record = int.from_bytes(tail[locator + 8:locator + 16], "little")
-        if 0 <= record <= size - 56:
-            stream.seek(record)
-            zip64 = stream.read(56)
-            if zip64[:4] == b"PK\x06\x06":
-                count = int.from_bytes(zip64[32:40], "little")
-    stream.seek(0)
-    return count

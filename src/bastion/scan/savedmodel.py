@@ -24,12 +24,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from bastion.analyzer import Context, Target
-from bastion.findings import Category, Finding, Severity
+from bastion.findings import Category, Finding, Reference, Severity
 from bastion.rules import Rule
 from bastion.scan import keras
 from bastion.scan._protowire import LEN, Field, Reader, WireError, WireLimit
 
-_REFS = ("ML06", "AML.T0010", "AML.T0011")
+_REF_IDS = ("ML06", "AML.T0010", "AML.T0011")
+
+
+def _refs(*ids: str) -> tuple[Reference, ...]:
+    return tuple(Reference.of(ref) for ref in ids)
+
 
 PYTHON_OP = Rule(
     id="SAVEDMODEL-PYTHON-OP", title="SavedModel graph calls back into Python",
@@ -40,7 +45,7 @@ PYTHON_OP = Rule(
         "a graph built to reach Python code the author expects to be present."
     ),
     remediation="Do not serve the model; re-export it without tf.py_function/numpy_function.",
-    references=(*_REFS, "CWE-94"),
+    references=_refs(*_REF_IDS, "CWE-94"),
 )
 FILE_OP = Rule(
     id="SAVEDMODEL-FILE-ACCESS", title="SavedModel graph reads or writes files",
@@ -52,7 +57,7 @@ FILE_OP = Rule(
         "overwrite files with the server's permissions. Checkpoint ops are not counted."
     ),
     remediation="Do not serve the model until the ops and their paths are explained.",
-    references=(*_REFS, "CWE-73"),
+    references=_refs(*_REF_IDS, "CWE-73"),
 )
 NETWORK_OP = Rule(
     id="SAVEDMODEL-NETWORK-ACCESS", title="SavedModel graph sends data off the machine",
@@ -62,7 +67,7 @@ NETWORK_OP = Rule(
         "tf.data service ops connect to a dispatcher: inputs and weights can leave the host."
     ),
     remediation="Do not serve the model; re-export it without debug or data-service ops.",
-    references=(*_REFS, "CWE-200"),
+    references=_refs(*_REF_IDS, "CWE-200"),
 )
 MALFORMED = Rule(
     id="SAVEDMODEL-MALFORMED", title="SavedModel protobuf does not parse",
@@ -141,16 +146,17 @@ def _varint(data: bytes, pos: int) -> tuple[int, int] | None:
     return None
 
 
-def looks_like_saved_model(head: bytes, size: int) -> bool:
+def looks_like_saved_model(head: bytes) -> bool:
     """``saved_model_schema_version`` (field 1) then a MetaGraphDef (field 2) that opens
-    with one of its own message fields whose length fits inside it."""
+    with one of its own message fields whose length fits inside it. A meta graph longer
+    than the file is still claimed: a truncated SavedModel is reported, not skipped."""
     if head[:1] != b"\x08":
         return False
     version = _varint(head, 1)
     if version is None or not 0 < version[0] < 16 or head[version[1]:version[1] + 1] != b"\x12":
         return False
     outer = _varint(head, version[1] + 1)
-    if outer is None or outer[0] > size or outer[1] >= len(head):
+    if outer is None or outer[1] >= len(head):
         return False
     if head[outer[1]] not in _LEN_TAGS:
         return False
@@ -170,7 +176,7 @@ class SavedModelAnalyzer:
     rules = RULES
 
     def claims(self, target: Target) -> bool:
-        return looks_like_saved_model(target.head, target.size) or looks_like_keras_metadata(
+        return looks_like_saved_model(target.head) or looks_like_keras_metadata(
             target.head)
 
     def analyze(self, target: Target, ctx: Context) -> Iterator[Finding]:
@@ -178,7 +184,7 @@ class SavedModelAnalyzer:
         with target.open() as stream:
             reader = Reader(stream, target.size)
             try:
-                if looks_like_saved_model(target.head, target.size):
+                if looks_like_saved_model(target.head):
                     yield from _saved_model(reader, target, ctx, uses)
                 else:
                     yield from _keras_metadata(reader, target, ctx)
@@ -200,7 +206,8 @@ def _op_findings(uses: dict[str, _Use], target: Target) -> Iterator[Finding]:
             f"{op} op used {use.count} time(s)",
             evidence=f"{op} in {places}{more}" + (f"; {attrs}" if attrs else ""),
             severity=severity,
-            properties={"op": op, "count": use.count, "places": use.places, "attrs": use.attrs},
+            properties=keras.safe_properties(
+                {"op": op, "count": use.count, "places": use.places, "attrs": use.attrs}),
         )
 
 
