@@ -18,6 +18,7 @@ Read from ``bastion.toml`` (top-level keys) or the ``[tool.bastion]`` table of
 
     [allow]                              # allowlists read by the capabilities
     pickle-globals = ["mypkg.models.*"]
+    keras-modules = ["mypkg.layers"]
 
     [limits]
     max-file-size = "64GiB"
@@ -75,6 +76,8 @@ class Allow:
 
     #: Extra importable names a pickle may reference: 'pkg.mod.Name' or 'pkg.*'.
     pickle_globals: tuple[str, ...] = ()
+    #: Modules whose custom Keras layers and functions are trusted: 'pkg.layers' or 'pkg.*'.
+    keras_modules: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,7 +322,8 @@ _IGNORE = _table(Ignore, {
     "rule": _text(1), "reason": _text(3), "path": _text(1), "fingerprint": _text(1),
     "expires": _date,
 }, required=("rule", "reason"))
-_ALLOW = _table(Allow, {"pickle-globals": _strings(_pickle_global)})
+_ALLOW = _table(Allow, {"pickle-globals": _strings(_pickle_global),
+                        "keras-modules": _strings(_pickle_global)})
 _LIMITS = _table(Limits, {
     "max-file-size": _size, "max-archive-depth": _int(0, 32),
     "max-archive-members": _int(1), "max-decompressed-size": _size,

@@ -713,3 +713,17 @@ def test_hdf5_behind_a_large_user_block_is_still_claimed(tmp_path: Path) -> None
 
     report = scan_path(path)
     assert any(f.severity.value == "critical" for f in report.findings), report.findings
+
+
+def test_policy_allows_trusted_custom_keras_modules(tmp_path: Path) -> None:
+    from bastion.policy import parse_policy
+    from bastion.scan import scan_path
+
+    config = {"class_name": "Sequential", "config": {"layers": [{
+        "module": "acme.layers", "class_name": "Gate", "config": {"name": "g"},
+        "registered_name": "acme>Gate"}]}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert "KERAS-CUSTOM-OBJECT" in {f.rule_id for f in scan_path(path).findings}
+    policy = parse_policy({"allow": {"keras-modules": ["acme.*"]}})
+    assert "KERAS-CUSTOM-OBJECT" not in {f.rule_id for f in scan_path(path, policy=policy).findings}

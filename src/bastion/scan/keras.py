@@ -157,14 +157,27 @@ def config_findings(text: bytes | str, location: Location, ctx: Context) -> Iter
     except kc.ConfigError as exc:
         yield CONFIG_MALFORMED.finding(location, str(exc))
         return
-    yield from parsed_findings(config, location)
+    yield from parsed_findings(config, location, ctx.policy.allow.keras_modules)
 
 
-def parsed_findings(config: Any, location: Location) -> Iterator[Finding]:
-    """Findings for a parsed config, at most :data:`MAX_FINDINGS` and a note past that."""
+def _allowed(module: object, allowed: tuple[str, ...]) -> bool:
+    if not isinstance(module, str) or not module:
+        return False
+    return any(module == entry or module.startswith(entry.removesuffix("*").rstrip(".") + ".")
+               for entry in allowed)
+
+
+def parsed_findings(config: Any, location: Location, allowed: tuple[str, ...] = ()
+                    ) -> Iterator[Finding]:
+    """Findings for a parsed config, at most :data:`MAX_FINDINGS` and a note past that.
+
+    Custom objects from modules in ``allow.keras-modules`` are trusted; Lambda bytecode and
+    unsafe references never are."""
     count = 0
     try:
         for issue in kc.inspect(config):
+            if issue.kind == "custom" and _allowed(issue.properties.get("module"), allowed):
+                continue
             count += 1
             if count > MAX_FINDINGS:
                 yield CONFIG_LIMIT.finding(
@@ -290,7 +303,8 @@ def _analyze_hdf5(target: Target, ctx: Context, base: int) -> Iterator[Finding]:
         except HDF5Error as exc:
             yield HDF5_UNCHECKED.finding(target.location, f"malformed HDF5: {exc}",
                                          evidence=str(exc))
-            yield from _raw_scan(stream, target, limit, reason=None)
+            yield from _raw_scan(stream, target, limit, reason=None,
+                                 allowed=ctx.policy.allow.keras_modules)
             return
         unfollowed = list(root.unfollowed)
         done: set[bytes] = set()
@@ -308,12 +322,14 @@ def _analyze_hdf5(target: Target, ctx: Context, base: int) -> Iterator[Finding]:
             # is a gap in a model, not in some data file.
             keras_like = "model_weights" in root.links
             yield from _raw_scan(stream, target, limit, reason="; ".join(unfollowed), done=done,
-                                 severity=Severity.MEDIUM if keras_like else Severity.LOW)
+                                 severity=Severity.MEDIUM if keras_like else Severity.LOW,
+                                 allowed=ctx.policy.allow.keras_modules)
 
 
 def _raw_scan(
     stream: IO[bytes], target: Target, limit: int, *, reason: str | None,
     done: frozenset[bytes] | set[bytes] = frozenset(), severity: Severity = Severity.LOW,
+    allowed: tuple[str, ...] = (),
 ) -> Iterator[Finding]:
     """Find Keras JSON configs anywhere in the first ``limit`` bytes, without structure.
 
@@ -336,7 +352,7 @@ def _raw_scan(
             continue
         covered, found = end, found + 1
         if text[match.start():end].encode("latin-1") not in done:
-            yield from parsed_findings(config, target.location.at(offset=match.start()))
+            yield from parsed_findings(config, target.location.at(offset=match.start()), allowed)
     if not found and reason is not None:
         yield HDF5_UNCHECKED.finding(
             target.location, f"root attributes not read ({reason}); a raw scan of the first "
