@@ -17,6 +17,7 @@ The tables are data, kept in this one file so a reviewer sees the whole trust de
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -243,15 +244,23 @@ def normalize(module: str, name: str) -> tuple[str, str]:
     return PY2_MODULES.get(module, module), name
 
 
-def _prefix_match(full: str, entries: Iterable[str]) -> str | None:
-    for entry in entries:
-        if full == entry or full.startswith(entry + "."):
-            return entry
-    return None
+def _prefix_match(full: str, entries: frozenset[str]) -> str | None:
+    """The shortest dotted prefix of ``full`` (or ``full`` itself) that is in ``entries``."""
+    end = full.find(".")
+    while end != -1:
+        if full[:end] in entries:
+            return full[:end]
+        end = full.find(".", end + 1)
+    return full if full in entries else None
 
 
 def classify(module: str, name: str, extra_allowed: Iterable[str] = ()) -> Classification:
     """The verdict for one referenced name; ``extra_allowed`` comes from the policy."""
+    return _classify(module, name, tuple(extra_allowed))
+
+
+@functools.lru_cache(maxsize=8192)
+def _classify(module: str, name: str, extra_allowed: tuple[str, ...]) -> Classification:
     module, name = normalize(module, name)
     full = f"{module}.{name}"
     parts = full.split(".")

@@ -129,8 +129,7 @@ class Machine:
         r = self.r
         handlers = _HANDLERS
         while True:
-            st.op_offset = r.tell()
-            op = r.byte()
+            st.op_offset, op = r.opcode()
             self.opcodes_left -= 1
             if self.opcodes_left < 0:
                 raise _TooComplex

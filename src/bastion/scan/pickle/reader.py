@@ -65,6 +65,16 @@ class Reader:
         self._pos += n
         return data
 
+    def opcode(self) -> tuple[int, int]:
+        """(offset, byte) of the next opcode: the machine's hot path, one call per opcode."""
+        pos = self._pos
+        if pos >= len(self._buf):
+            if not self._fill(1):
+                raise Truncated(f"stream ends at offset {self.tell()}")
+            pos = self._pos
+        self._pos = pos + 1
+        return self._base + pos, self._buf[pos]
+
     def byte(self) -> int:
         if self._pos >= len(self._buf) and not self._fill(1):
             raise Truncated(f"stream ends at offset {self.tell()}")
