@@ -13,7 +13,7 @@ analyzer is caught by the engine and reported as ``SCAN-ANALYZER-ERROR`` (fail c
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Protocol, runtime_checkable
 
@@ -70,19 +70,27 @@ class Analyzer(Protocol):
         ...
 
 
+#: A whole-scan check: (display paths walked, findings so far, policy) -> more findings.
+WholeScanCheck = Callable[[Sequence[str], Sequence[Finding], Policy], list[Finding]]
+
+
 class Registry:
     """An ordered set of analyzers. ``Registry.default()`` is what ``bastion scan`` uses."""
 
-    def __init__(self, analyzers: Iterable[Analyzer] = ()) -> None:
+    def __init__(self, analyzers: Iterable[Analyzer] = (),
+                 checks: Iterable[WholeScanCheck] = ()) -> None:
         self._analyzers: list[Analyzer] = []
+        #: Checks run once after the per-file pass, over every file walked (e.g. files the
+        #: policy says must be signed that no signature covers).
+        self.checks: list[WholeScanCheck] = list(checks)
         for analyzer in analyzers:
             self.register(analyzer)
 
     @classmethod
     def default(cls) -> Registry:
-        from bastion.catalogue import default_analyzers
+        from bastion.catalogue import default_analyzers, folder_checks
 
-        return cls(default_analyzers())
+        return cls(default_analyzers(), folder_checks())
 
     def register(self, analyzer: Analyzer, *, first: bool = False) -> None:
         """Add an analyzer; ``first=True`` puts it ahead of those of its capability."""

@@ -125,6 +125,10 @@ def scan_paths(
         if progress is not None:
             progress(entry.display, done, len(entries))
 
+    walked = [entry.display for entry in entries]
+    for check in ctx.registry.checks:
+        findings.extend(check(walked, findings, policy))
+
     findings = apply_policy(findings, policy, source=policy_source)
     findings.sort(key=_sort_key)
     return Report(

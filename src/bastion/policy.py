@@ -95,6 +95,24 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Sign:
+    """Model signing: which files must be signed, and who is trusted to sign them."""
+
+    #: Globs of files that must be covered by a valid signature (e.g. 'models/**').
+    require: tuple[str, ...] = ()
+    #: Trusted public keys: PEM files (relative to the working folder) or inline PEM.
+    keys: tuple[str, ...] = ()
+    #: Trusted CA certificates (PEM files) for certificate-mode signatures.
+    certificates: tuple[str, ...] = ()
+    #: The signer a certificate must name (a subject alternative name), if any.
+    identity: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.require or self.keys or self.certificates)
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     fail_on: Severity = Severity.MEDIUM
     severity: Mapping[str, Severity] = field(default_factory=dict)
@@ -102,6 +120,7 @@ class Policy:
     exclude: tuple[str, ...] = ()
     allow: Allow = Allow()
     limits: Limits = Limits()
+    sign: Sign = Sign()
 
     def with_overrides(self, **changes: Any) -> Policy:
         """A copy with some settings replaced (e.g. ``fail_on`` from the command line)."""
@@ -333,6 +352,8 @@ _LIMITS = _table(Limits, {
 _POLICY = _table(Policy, {
     "fail-on": _severity, "severity": _severity_map, "ignore": _list_of(_IGNORE),
     "exclude": _strings(_text(1)), "allow": _ALLOW, "limits": _LIMITS,
+    "sign": _table(Sign, {"require": _strings(_text(1)), "keys": _strings(_text(1)),
+                          "certificates": _strings(_text(1)), "identity": _text(1)}),
 })
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,6 +73,8 @@ def _import(source: str, path: Path) -> DbInfo:
 def _download(url: str, dest: Path) -> None:
     stderr_console().print(f"downloading {url}", markup=False)
     try:
+        import urllib.request  # only for `db update URL`: 80 ms that no other command pays
+
         with urllib.request.urlopen(url, timeout=60) as response, dest.open("wb") as out:  # noqa: S310 - https/http only, checked above
             total = 0
             while chunk := response.read(1 << 20):

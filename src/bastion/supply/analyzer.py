@@ -12,16 +12,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bastion.analyzer import Context, Target
 from bastion.errors import InputError
 from bastion.findings import Finding, Location
 from bastion.rules import Rule
 from bastion.supply import rules
-from bastion.supply.advisories.store import AdvisoryStore, default_db_path, open_default
-from bastion.supply.assess import assess, db_notes
-from bastion.supply.inventory import read_stream, reader_for
-from bastion.supply.inventory.requirements import RequirementsReader
+from bastion.supply.names import manifest_kind
+
+if TYPE_CHECKING:  # the auditing machinery loads on the first manifest, not at start-up
+    from bastion.supply.advisories.store import AdvisoryStore
 
 _lock = threading.Lock()
 _stores: dict[str, AdvisoryStore] = {}
@@ -29,6 +30,8 @@ _stores: dict[str, AdvisoryStore] = {}
 
 def shared_store(path: Path | None = None) -> AdvisoryStore:
     """The store for a database path, opened once per process (seeding it if needed)."""
+    from bastion.supply.advisories.store import default_db_path, open_default
+
     path = path or default_db_path()
     key = str(path)
     with _lock:
@@ -60,8 +63,7 @@ class SupplyAnalyzer:
         self._used: AdvisoryStore | None = None
 
     def claims(self, target: Target) -> bool:
-        reader = reader_for(target.name)
-        if reader is None:
+        if manifest_kind(target.name) is None:
             return False
         return not (target.name.lower().endswith(".in")
                     and _looks_like_setuptools_manifest(target.head))
@@ -74,9 +76,15 @@ class SupplyAnalyzer:
 
     def notes(self) -> tuple[str, ...]:
         """The database's source, date and age, once a manifest has been audited."""
+        from bastion.supply.assess import db_notes
+
         return db_notes(self._used.info) if self._used is not None else ()
 
     def analyze(self, target: Target, ctx: Context) -> Iterable[Finding]:
+        from bastion.supply.assess import assess, db_notes
+        from bastion.supply.inventory import read_stream, reader_for
+        from bastion.supply.inventory.requirements import RequirementsReader
+
         reader = reader_for(target.name)
         if reader is None:
             return []

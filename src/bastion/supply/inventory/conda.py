@@ -26,6 +26,7 @@ from bastion.supply.inventory.interface import (
     too_large,
 )
 from bastion.supply.inventory.requirements import RequirementsReader
+from bastion.supply.names import manifest_kind
 
 #: Conda package names whose PyPI project has another name.
 CONDA_TO_PYPI = {"pytorch": "torch", "pytorch-cpu": "torch", "pytorch-gpu": "torch",
@@ -40,7 +41,7 @@ class CondaReader:
     kind = "conda"
 
     def matches(self, name: str) -> bool:
-        return name.lower() in ("environment.yml", "environment.yaml")
+        return manifest_kind(name) == self.kind
 
     def read(self, data: bytes, source: str, *, truncated: bool = False) -> Inventory:
         if truncated:

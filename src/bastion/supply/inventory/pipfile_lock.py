@@ -25,13 +25,14 @@ from bastion.supply.inventory.interface import (
     table,
     too_large,
 )
+from bastion.supply.names import manifest_kind
 
 
 class PipfileLockReader:
     kind = "Pipfile.lock"
 
     def matches(self, name: str) -> bool:
-        return name.lower() == "pipfile.lock"
+        return manifest_kind(name) == self.kind
 
     def read(self, data: bytes, source: str, *, truncated: bool = False) -> Inventory:
         if truncated:

@@ -24,13 +24,14 @@ from bastion.supply.inventory.interface import (
     table,
     too_large,
 )
+from bastion.supply.names import manifest_kind
 
 
 class PoetryLockReader:
     kind = "poetry.lock"
 
     def matches(self, name: str) -> bool:
-        return name.lower() == "poetry.lock"
+        return manifest_kind(name) == self.kind
 
     def read(self, data: bytes, source: str, *, truncated: bool = False) -> Inventory:
         parsed = parse_toml(data, source, self.kind, truncated)

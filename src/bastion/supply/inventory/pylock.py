@@ -25,14 +25,14 @@ from bastion.supply.inventory.interface import (
     table,
     too_large,
 )
+from bastion.supply.names import manifest_kind
 
 
 class PylockReader:
     kind = "pylock"
 
     def matches(self, name: str) -> bool:
-        lower = name.lower()
-        return lower == "pylock.toml" or (lower.startswith("pylock.") and lower.endswith(".toml"))
+        return manifest_kind(name) == self.kind
 
     def read(self, data: bytes, source: str, *, truncated: bool = False) -> Inventory:
         parsed = parse_toml(data, source, self.kind, truncated)

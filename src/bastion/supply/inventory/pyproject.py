@@ -23,13 +23,14 @@ from bastion.supply.inventory.interface import (
     table,
 )
 from bastion.supply.inventory.requirements import exact_version
+from bastion.supply.names import manifest_kind
 
 
 class PyprojectReader:
     kind = "pyproject"
 
     def matches(self, name: str) -> bool:
-        return name.lower() == "pyproject.toml"
+        return manifest_kind(name) == self.kind
 
     def read(self, data: bytes, source: str, *, truncated: bool = False) -> Inventory:
         parsed = parse_toml(data, source, self.kind, truncated)

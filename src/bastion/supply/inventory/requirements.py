@@ -38,6 +38,7 @@ from bastion.supply.inventory.interface import (
     decode,
     normalize,
 )
+from bastion.supply.names import manifest_kind
 
 #: Deepest ``-r`` nesting followed; pip has no limit, a hostile tree of includes would.
 MAX_INCLUDE_DEPTH = 8
@@ -123,10 +124,7 @@ def exact_version(req: Requirement) -> str | None:
 
 
 def matches_name(name: str) -> bool:
-    lower = name.lower()
-    if lower.endswith(".txt"):
-        return lower.startswith(("requirements", "constraints"))
-    return lower.endswith(".in") and lower != "manifest.in"
+    return manifest_kind(name) == "requirements"
 
 
 @dataclass
@@ -149,7 +147,7 @@ class RequirementsReader:
     kind = "requirements"
 
     def matches(self, name: str) -> bool:
-        return matches_name(name)
+        return manifest_kind(name) == self.kind
 
     def read(self, data: bytes, source: str, *, truncated: bool = False) -> Inventory:
         """Parse bytes with no file system: includes are reported, not followed."""

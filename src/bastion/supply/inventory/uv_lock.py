@@ -24,6 +24,7 @@ from bastion.supply.inventory.interface import (
     table,
     too_large,
 )
+from bastion.supply.names import manifest_kind
 
 _LOCAL = ("editable", "virtual", "directory", "path")
 
@@ -32,7 +33,7 @@ class UvLockReader:
     kind = "uv.lock"
 
     def matches(self, name: str) -> bool:
-        return name.lower() == "uv.lock"
+        return manifest_kind(name) == self.kind
 
     def read(self, data: bytes, source: str, *, truncated: bool = False) -> Inventory:
         parsed = parse_toml(data, source, self.kind, truncated)

@@ -1,0 +1,202 @@
+"""Hashing a model's files: every core busy, one pass over the bytes, bounded memory.
+
+The work is cut into units (a whole file, or one shard of it), largest first so the last
+unit to finish is a small one, and handed to a pool of threads: ``hashlib`` and ``blake3``
+release the GIL while they hash and the kernel while it reads, so threads scale like
+processes without copying data between them. Each thread reads into one reusable buffer
+(:data:`CHUNK` bytes), so memory is ``workers × CHUNK`` whatever the model's size.
+
+SHA-256 cannot hash one stream in parallel, so a large file in the ``files`` method is one
+unit; the ``shards`` method (the default) cuts it into shards that hash side by side. BLAKE3
+is parallel inside one stream, so its ``files`` method spreads a large file over every core
+by itself (memory-mapped, as model-signing does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from bastion.sign.manifest import FILES, SHARDS, LocalFile, Resource, Serialization
+
+#: Bytes read per call: large enough that each read and hash call amortises its overhead,
+#: small enough to stay in cache (measured; see benchmarks/signing/results.md).
+CHUNK = 1 << 20
+#: Below this size a BLAKE3 file is hashed on one thread: starting the pool costs more.
+BLAKE3_PARALLEL_MIN = 8 << 20
+
+
+class _Hasher(Protocol):
+    def update(self, data: bytes | memoryview, /) -> object: ...
+    def digest(self) -> bytes: ...
+
+
+class HashingError(OSError):
+    """A file could not be read to the end (vanished, changed size, I/O error)."""
+
+    def __init__(self, rel: str, reason: str) -> None:
+        super().__init__(f"{rel}: {reason}")
+        self.rel = rel
+        self.reason = reason
+
+
+def default_workers() -> int:
+    """The CPUs this process may run on (a container's quota can be fewer than the host's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def blake3_available() -> bool:
+    try:
+        import blake3  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _factory(hash_type: str) -> Callable[[], _Hasher]:
+    if hash_type == "sha256":
+        return hashlib.sha256
+    if hash_type == "blake2b":
+        return hashlib.blake2b
+    if hash_type == "blake3":
+        try:
+            from blake3 import blake3
+        except ImportError:
+            raise HashingError(".", "the BLAKE3 hash needs the 'blake3' package "
+                                    "(pip install 'bastion-mlsec[sign]')") from None
+        return blake3
+    raise HashingError(".", f"unknown hash type {hash_type!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """One piece of hashing work: bytes ``[start, end)`` of a file (``end`` None: all)."""
+
+    file: LocalFile
+    start: int | None
+    end: int | None
+
+    @property
+    def length(self) -> int:
+        if self.start is None:
+            return self.file.size
+        return (self.end or 0) - self.start
+
+
+def plan(files: Sequence[LocalFile], serialization: Serialization) -> list[Unit]:
+    """The units of work, largest first. Empty files have no shard, as in model-signing."""
+    units: list[Unit] = []
+    if serialization.method == FILES:
+        units = [Unit(f, None, None) for f in files]
+    elif serialization.method == SHARDS:
+        step = serialization.shard_size or 0
+        if step <= 0:
+            raise HashingError(".", f"shard size must be positive, got {step}")
+        for f in files:
+            units.extend(Unit(f, start, min(start + step, f.size))
+                         for start in range(0, f.size, step))
+    else:
+        raise HashingError(".", f"unknown serialization method {serialization.method!r}")
+    units.sort(key=lambda u: u.length, reverse=True)
+    return units
+
+
+def _read_into(handle: int, unit: Unit, hasher: _Hasher, buffer: bytearray) -> None:
+    view = memoryview(buffer)
+    offset = unit.start or 0
+    remaining = unit.length
+    while remaining > 0:
+        got = os.preadv(handle, [view[:min(len(view), remaining)]], offset)
+        if got <= 0:
+            raise HashingError(unit.file.rel, "file shrank while it was hashed")
+        hasher.update(view[:got])
+        offset += got
+        remaining -= got
+    if unit.start is None and os.pread(handle, 1, offset):
+        raise HashingError(unit.file.rel, "file grew while it was hashed")
+
+
+def hash_unit(unit: Unit, new: Callable[[], _Hasher], buffer: bytearray,
+              hash_type: str) -> bytes:
+    """The digest of one unit; :class:`HashingError` when the file cannot be read through."""
+    if hash_type == "blake3" and unit.start is None and unit.length >= BLAKE3_PARALLEL_MIN:
+        return _blake3_mmap(unit)
+    # A link found by the walk was resolved to its target; anything else that is a link by
+    # now was swapped in after the walk, and is not followed.
+    flags = os.O_RDONLY | (0 if unit.file.link else getattr(os, "O_NOFOLLOW", 0))
+    try:
+        handle = os.open(unit.file.path, flags)
+    except OSError as exc:
+        raise HashingError(unit.file.rel, f"cannot open: {exc.strerror}") from None
+    try:
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(handle, unit.start or 0, unit.length, os.POSIX_FADV_SEQUENTIAL)
+        hasher = new()
+        _read_into(handle, unit, hasher, buffer)
+        return hasher.digest()
+    except OSError as exc:
+        if isinstance(exc, HashingError):
+            raise
+        raise HashingError(unit.file.rel, f"read failed: {exc.strerror}") from None
+    finally:
+        os.close(handle)
+
+
+def _blake3_mmap(unit: Unit) -> bytes:
+    """A large file through BLAKE3's own thread pool (memory-mapped, like model-signing)."""
+    from blake3 import blake3
+
+    hasher = blake3(max_threads=blake3.AUTO)
+    try:
+        hasher.update_mmap(str(unit.file.path))
+    except OSError as exc:
+        raise HashingError(unit.file.rel, f"read failed: {exc.strerror or exc}") from None
+    return hasher.digest()
+
+
+@dataclass
+class Hashed:
+    """The resources computed, and the files that could not be read."""
+
+    resources: list[Resource]
+    errors: list[HashingError]
+
+
+def hash_files(files: Sequence[LocalFile], serialization: Serialization,
+               workers: int | None = None) -> Hashed:
+    """Hash every file as ``serialization`` says, in parallel; results in manifest order."""
+    new = _factory(serialization.hash_type)
+    units = plan(files, serialization)
+    workers = max(1, workers or default_workers())
+    algorithm = serialization.algorithm
+    local = threading.local()
+
+    def run(unit: Unit) -> Resource | HashingError:
+        buffer: bytearray | None = getattr(local, "buffer", None)
+        if buffer is None:
+            buffer = local.buffer = bytearray(CHUNK)
+        try:
+            digest = hash_unit(unit, new, buffer, serialization.hash_type)
+        except HashingError as exc:
+            return exc
+        return Resource(unit.file.rel, digest, algorithm, unit.start, unit.end)
+
+    if workers == 1 or len(units) <= 1:
+        results = [run(u) for u in units]
+    else:
+        with ThreadPoolExecutor(max_workers=min(workers, len(units)),
+                                thread_name_prefix="bastion-hash") as pool:
+            results = list(pool.map(run, units))
+    resources = [r for r in results if isinstance(r, Resource)]
+    errors = {e.rel: e for e in results if isinstance(e, HashingError)}
+    resources = [r for r in resources if r.path not in errors]
+    resources.sort(key=Resource.sort_key)
+    return Hashed(resources, sorted(errors.values(), key=lambda e: e.rel))

@@ -1,0 +1,182 @@
+"""The library entry points: sign a model, verify a model.
+
+``sign_model`` walks and hashes the model, builds the OpenSSF model-signing statement, signs
+its DSSE encoding with an ECDSA or Ed25519 key (optionally with an X.509 chain) and writes
+the Sigstore bundle atomically. It refuses, with a clear error, anything a signature cannot
+honestly cover. ``verify_model`` (in :mod:`bastion.sign.verify`) turns every problem into a
+finding. Both read nothing but the model's bytes: no model is ever loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bastion.errors import UsageError
+from bastion.sign.formats import encode_bundle, pae, statement
+from bastion.sign.hashing import blake3_available, hash_files
+from bastion.sign.keys import describe, key_hint, load_private_key, sign_bytes
+from bastion.sign.manifest import (
+    DEFAULT_IGNORES,
+    DEFAULT_SHARD_SIZE,
+    DEFAULT_SIGNATURE_NAME,
+    FILES,
+    HASH_TYPES,
+    SHARDS,
+    Manifest,
+    ManifestError,
+    Serialization,
+    model_name,
+    normalise_ignore,
+    walk_model,
+)
+from bastion.sign.verify import Result, Trust, verify_model
+
+__all__ = ["Options", "Result", "Signed", "Trust", "build_manifest", "default_signature",
+           "sign_model", "verify_model"]
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to hash: the method, the hash, the shard size, what to ignore, how many threads."""
+
+    method: str = SHARDS
+    hash_type: str = "sha256"
+    shard_size: int = DEFAULT_SHARD_SIZE
+    ignore: tuple[str, ...] = ()
+    ignore_git: bool = True
+    workers: int | None = None
+
+    def check(self) -> None:
+        if self.method not in (FILES, SHARDS):
+            raise UsageError(f"unknown method {self.method!r}", hint="'shards' or 'files'")
+        if self.hash_type not in HASH_TYPES:
+            raise UsageError(f"unknown hash {self.hash_type!r}", hint=", ".join(HASH_TYPES))
+        if self.shard_size <= 0:
+            raise UsageError(f"--shard-size must be positive, got {self.shard_size}")
+        if self.hash_type == "blake3" and not blake3_available():
+            raise UsageError("the BLAKE3 hash needs the 'blake3' package",
+                             hint="pip install 'bastion-mlsec[sign]'")
+
+
+@dataclass(frozen=True)
+class Signed:
+    """What ``sign_model`` did."""
+
+    signature: Path
+    manifest: Manifest
+    files: int
+    bytes: int
+    signer: str
+    seconds: float
+    notes: tuple[str, ...] = field(default=())
+
+
+def default_signature(model: Path) -> Path:
+    """``FOLDER/model.sig`` for a folder (model-signing's name), ``FILE.sig`` for a file."""
+    if model.is_dir():
+        return model / DEFAULT_SIGNATURE_NAME
+    return model.with_name(model.name + ".sig")
+
+
+def _relative_inside(model: Path, path: Path) -> str | None:
+    if not model.is_dir():
+        return None
+    rel = os.path.relpath(os.path.realpath(path), os.path.realpath(model))
+    return None if rel.startswith("..") else rel.replace(os.sep, "/")
+
+
+def build_manifest(model: Path, signature: Path, options: Options = Options()) -> Manifest:
+    """Walk and hash the model; a :class:`UsageError` for anything that cannot be signed."""
+    options.check()
+    if not os.path.lexists(model):
+        raise UsageError(f"path not found: {model}")
+    ignores: list[str] = list(DEFAULT_IGNORES) if options.ignore_git and model.is_dir() else []
+    try:
+        ignores.extend(normalise_ignore(p) for p in options.ignore)
+    except ManifestError as exc:
+        raise UsageError(f"--ignore: {exc}") from None
+    own = _relative_inside(model, signature)
+    if own is not None:
+        ignores.append(own)
+    ignores = sorted(set(ignores))
+    try:
+        walk = walk_model(model, ignores)
+    except (OSError, ManifestError) as exc:
+        raise UsageError(f"cannot read {model}: {getattr(exc, 'strerror', None) or exc}") \
+            from None
+    if walk.problems:
+        shown = "; ".join(f"{p.rel}: {p.reason}" for p in walk.problems[:5])
+        more = f" (and {len(walk.problems) - 5} more)" if len(walk.problems) > 5 else ""
+        raise UsageError(f"cannot sign {model}: {shown}{more}",
+                         hint="replace links that leave the folder with the files themselves, "
+                              "or --ignore those paths")
+    if not walk.files:
+        raise UsageError(f"nothing to sign: {model} holds no files (after ignores)")
+    serialization = Serialization(
+        options.method, options.hash_type,
+        options.shard_size if options.method == SHARDS else None,
+        walk.has_links, tuple(ignores) if model.is_dir() else ())
+    hashed = hash_files(walk.files, serialization, options.workers)
+    if hashed.errors:
+        raise UsageError(f"cannot sign {model}: " + "; ".join(str(e) for e in hashed.errors[:5]))
+    return Manifest(model_name(model), serialization, tuple(hashed.resources),
+                    {f.rel: f.size for f in walk.files})
+
+
+def sign_model(model: Path, key: Path, *, output: Path | None = None,
+               certificate: Path | None = None, chain: Sequence[Path] = (),
+               password: bytes | None = None, options: Options = Options()) -> Signed:
+    """Sign ``model`` (a folder or a file) with a private key; write the bundle to ``output``."""
+    clock = time.perf_counter()
+    output = output or default_signature(model)
+    _check_output(output)
+    private = load_private_key(key, password)
+    certificates: list[bytes] = []
+    if certificate is not None:
+        from bastion.sign.certs import signing_chain
+
+        certificates = signing_chain(certificate, chain, private)
+    elif chain:
+        raise UsageError("--cert-chain needs --cert (the signing certificate)")
+    manifest = build_manifest(model, output, options)
+    payload = statement(manifest)
+    signature = sign_bytes(private, pae(payload))
+    hint = key_hint(private.public_key())
+    bundle = encode_bundle(payload, signature, key_hint=hint, certificates=certificates)
+    _write_atomic(output, bundle)
+    signer = f"{describe(private)} key {key} (hint {hint[:16]}…)"
+    if certificates:
+        signer += " with its certificate chain"
+    notes: tuple[str, ...] = ()
+    if describe(private) == "Ed25519":
+        notes = ("Ed25519 signatures verify with Bastion; model-signing accepts ECDSA keys "
+                 "only",)
+    return Signed(output, manifest, len(manifest.sizes or {}), sum((manifest.sizes or {})
+                  .values()), signer, time.perf_counter() - clock, notes)
+
+
+def _check_output(output: Path) -> None:
+    if output.is_dir():
+        raise UsageError(f"--output {output} is a folder")
+    if not output.parent.is_dir():
+        raise UsageError(f"--output {output}: folder {output.parent} does not exist")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Never leave half a signature where a whole one was (or will be)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,258 @@
+"""Keys: generate, store safely, load, and sign or verify the DSSE encoding with them.
+
+ECDSA keys sign with the hash that matches the curve (P-256 with SHA-256, P-384 with
+SHA-384, P-521 with SHA-512), DER-encoded, as Sigstore and model-signing do. Ed25519 is
+supported by Bastion only: model-signing 1.1 accepts elliptic-curve (ECDSA) keys alone, so an
+Ed25519 signature verifies with ``bastion verify`` but not with ``model_signing``.
+
+A key is named in the bundle by a hint, the SHA-256 of its PEM ``SubjectPublicKeyInfo``
+(model-signing's convention), so a verifier tells "signed by another key" from "signed by
+this key, then altered". Private keys are written 0600 and never over an existing file
+unless asked to (``force``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bastion.errors import UsageError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from cryptography.hazmat.primitives.hashes import HashAlgorithm
+
+    PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+    PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+#: ``bastion keygen --type`` values.
+KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "ed25519")
+#: Curves model-signing accepts (and the hash each signs with).
+_CURVE_HASH = {"secp256r1": "SHA256", "secp384r1": "SHA384", "secp521r1": "SHA512"}
+_CURVE_LABEL = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+#: A key file larger than this is not a PEM key.
+MAX_KEY_FILE = 1 << 20
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    """A public key the verifier trusts, and where it came from (for the report)."""
+
+    key: PublicKey
+    source: str
+
+    @property
+    def hint(self) -> str:
+        return key_hint(self.key)
+
+    @property
+    def label(self) -> str:
+        return f"{describe(self.key)} key {self.source} (hint {self.hint[:16]}…)"
+
+
+def public_pem(key: PublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.public_bytes(serialization.Encoding.PEM,
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def key_hint(key: PublicKey) -> str:
+    """model-signing's key identifier: SHA-256 of the PEM public key, in hex."""
+    return hashlib.sha256(public_pem(key)).hexdigest()
+
+
+def describe(key: PublicKey | PrivateKey) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey):
+        return f"ECDSA {_CURVE_LABEL.get(key.curve.name, key.curve.name)}"
+    return "Ed25519"
+
+
+def check_supported(key: object, source: str) -> None:
+    """Refuse a key type no model signature uses (RSA, DSA, other curves)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    if isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey):
+        if key.curve.name not in _CURVE_HASH:
+            raise UsageError(f"{source}: curve {key.curve.name} is not supported",
+                             hint="use ECDSA P-256, P-384 or P-521, or Ed25519")
+        return
+    if isinstance(key, ed25519.Ed25519PublicKey | ed25519.Ed25519PrivateKey):
+        return
+    raise UsageError(f"{source}: {type(key).__name__.lstrip('_')} keys are not supported",
+                     hint="use an ECDSA (P-256, P-384) or Ed25519 key; `bastion keygen` "
+                          "makes one")
+
+
+def _hash(curve: str) -> HashAlgorithm:
+    from cryptography.hazmat.primitives import hashes
+
+    algorithm: HashAlgorithm = getattr(hashes, _CURVE_HASH[curve])()
+    return algorithm
+
+
+def sign_bytes(key: PrivateKey, data: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(data, ec.ECDSA(_hash(key.curve.name)))
+    return key.sign(data)
+
+
+def verify_bytes(key: PublicKey, signature: bytes, data: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, data, ec.ECDSA(_hash(key.curve.name)))
+        else:
+            key.verify(signature, data)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+
+def _read_pem(path: Path, what: str) -> bytes:
+    try:
+        if path.stat().st_size > MAX_KEY_FILE:
+            raise UsageError(f"{path}: too large to be a {what}")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path} not found") from None
+    except IsADirectoryError:
+        raise UsageError(f"{what} {path} is a folder") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def load_private_key(path: Path, password: bytes | None = None) -> PrivateKey:
+    """A PEM private key (PKCS#8 or traditional); clear errors for every way it can fail."""
+    from cryptography.hazmat.primitives import serialization
+
+    data = _read_pem(path, "private key")
+    try:
+        key = serialization.load_pem_private_key(data, password)
+    except TypeError:
+        if password is None:
+            raise UsageError(f"{path}: the private key is encrypted",
+                             hint="give its password with --password-env VAR") from None
+        raise UsageError(f"{path}: the private key is not encrypted, but a password was "
+                         "given") from None
+    except ValueError as exc:
+        text = str(exc).lower()
+        if password is not None and ("password" in text or "decrypt" in text):
+            raise UsageError(f"{path}: wrong password for the private key") from None
+        raise UsageError(f"{path}: not a PEM private key",
+                         hint="a public key (.pub) verifies; sign with the private key") \
+            from None
+    check_supported(key, str(path))
+    return key  # type: ignore[return-value]
+
+
+def load_public_key(spec: str) -> TrustedKey:
+    """A trusted public key from a PEM file, or inline PEM text (e.g. from a policy)."""
+    from cryptography.hazmat.primitives import serialization
+
+    if spec.lstrip().startswith("-----BEGIN"):
+        data, source = spec.encode("ascii", "replace"), "(inline PEM)"
+    else:
+        data, source = _read_pem(Path(spec), "public key"), spec
+    if b"PRIVATE KEY" in data:
+        raise UsageError(f"{source}: is a private key; verify with the public key",
+                         hint="the .pub file `bastion keygen` wrote beside it")
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError):
+        raise UsageError(f"{source}: not a PEM public key") from None
+    check_supported(key, source)
+    return TrustedKey(key, source)  # type: ignore[arg-type]
+
+
+# -- generating ----------------------------------------------------------------------------------
+
+
+def generate(kind: str) -> PrivateKey:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    if kind == "ecdsa-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if kind == "ecdsa-p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if kind == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise UsageError(f"unknown key type {kind!r}", hint=f"one of {', '.join(KEY_TYPES)}")
+
+
+def public_path_for(private: Path) -> Path:
+    """Where the public key goes: ``release.key`` → ``release.pub``, ``x`` → ``x.pub``."""
+    if private.suffix in (".key", ".pem", ".priv"):
+        return private.with_suffix(".pub")
+    return private.with_name(private.name + ".pub")
+
+
+def write_keypair(private: Path, kind: str, *, force: bool = False,
+                  password: bytes | None = None) -> tuple[Path, Path, PrivateKey]:
+    """Write a new key pair: the private key 0600, the public key beside it."""
+    from cryptography.hazmat.primitives import serialization
+
+    public = public_path_for(private)
+    for path in (private, public):
+        if os.path.lexists(path) and not force:
+            raise UsageError(f"{path} already exists; not overwriting a key",
+                             hint="choose another name, or pass --force to replace it")
+        if path.is_dir():
+            raise UsageError(f"{path} is a folder")
+    if not private.parent.is_dir():
+        raise UsageError(f"folder {private.parent} does not exist")
+    key = generate(kind)
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(password) if password
+        else serialization.NoEncryption())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            encryption)
+    _write(private, pem, 0o600, exclusive=not force)
+    _write(public, public_pem(key.public_key()), 0o644, exclusive=not force)
+    return private, public, key
+
+
+def _write(path: Path, data: bytes, mode: int, *, exclusive: bool) -> None:
+    """Create the file with its final mode from the first byte; replace only when asked."""
+    if exclusive:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(path, flags, mode)
+        try:
+            os.fchmod(fd, mode)  # exactly this mode, whatever the umask
+            _write_all(fd, data)
+        except BaseException:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # 0600
+    try:
+        try:
+            os.fchmod(fd, mode)
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

@@ -1,0 +1,263 @@
+"""What a model signature covers: the manifest, and the walk that lists a model's files.
+
+The manifest is the OpenSSF model-signing one (``model_signing.manifest``): every file of the
+model folder by relative POSIX path, each with a digest (``files`` method) or cut into
+fixed-size shards with one digest each (``shards`` method, ``path:start:end``), plus the
+serialization parameters needed to recompute it (hash, shard size, whether symbolic links
+were followed, ignored paths). Bastion adds one optional field to the predicate, the size of
+every file (empty files included, which the ``shards`` method cannot otherwise record);
+model-signing verifiers ignore it, as the v1.0 predicate says unknown fields must be.
+
+The walk refuses what a signature cannot honestly cover: symbolic links that lead outside
+the folder or to a folder, and devices, FIFOs and sockets. It never follows anything named
+in a signature: names in a signed manifest are only ever *compared* with the walk.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+#: Ignored in every folder signature unless the signer says otherwise: what model-signing
+#: ignores by default, so a signature made by either verifies with the other.
+DEFAULT_IGNORES: tuple[str, ...] = (".git", ".gitattributes", ".github", ".gitignore")
+#: The name model-signing's command line gives a signature.
+DEFAULT_SIGNATURE_NAME = "model.sig"
+#: model-signing's default shard size (1 GB): a verifier configured with its defaults
+#: recomputes the same manifest.
+DEFAULT_SHARD_SIZE = 1_000_000_000
+#: Bounds on the walk: a hostile folder must not make verification endless.
+MAX_FILES = 1_000_000
+MAX_DEPTH = 64
+
+FILES = "files"
+SHARDS = "shards"
+HASH_TYPES = ("sha256", "blake2b", "blake3")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be valid: the message says what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Serialization:
+    """How the manifest was computed; recorded in the signature so verifiers recompute it."""
+
+    method: str = SHARDS
+    hash_type: str = "sha256"
+    shard_size: int | None = DEFAULT_SHARD_SIZE
+    allow_symlinks: bool = False
+    ignore_paths: tuple[str, ...] = ()
+
+    @property
+    def algorithm(self) -> str:
+        """The ``algorithm`` each resource carries (model-signing's naming)."""
+        if self.method == SHARDS:
+            return f"{self.hash_type}-sharded-{self.shard_size}"
+        return self.hash_type
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"method": self.method, "hash_type": self.hash_type}
+        if self.method == SHARDS:
+            out["shard_size"] = self.shard_size  # an integer: model-signing writes a float
+        out["allow_symlinks"] = self.allow_symlinks
+        if self.ignore_paths:
+            out["ignore_paths"] = list(self.ignore_paths)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """One digest of the manifest: a whole file, or the shard ``[start, end)`` of one."""
+
+    path: str
+    digest: bytes
+    algorithm: str
+    start: int | None = None
+    end: int | None = None
+
+    @property
+    def name(self) -> str:
+        if self.start is None:
+            return self.path
+        return f"{self.path}:{self.start}:{self.end}"
+
+    def sort_key(self) -> tuple[tuple[str, ...], int, int]:
+        """model-signing's order: by path components, then shard offsets."""
+        return (_parts(self.path), self.start or 0, self.end or 0)
+
+
+def _parts(path: str) -> tuple[str, ...]:
+    return tuple(p for p in path.split("/") if p and p != ".")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A model as signed: its name, how it was hashed, and every digest."""
+
+    model_name: str
+    serialization: Serialization
+    resources: tuple[Resource, ...]
+    #: Bastion's extension: every file and its size. ``None`` when the signer did not record
+    #: it (model-signing); then only files with at least one resource are known.
+    sizes: Mapping[str, int] | None = None
+
+    def by_path(self) -> dict[str, tuple[Resource, ...]]:
+        """The resources of each file, shards in offset order."""
+        grouped: dict[str, list[Resource]] = {}
+        for resource in self.resources:
+            grouped.setdefault(resource.path, []).append(resource)
+        out = {p: tuple(sorted(rs, key=lambda r: r.start or 0)) for p, rs in grouped.items()}
+        for path, size in (self.sizes or {}).items():
+            if size == 0:
+                out.setdefault(path, ())
+        return out
+
+
+def parse_resource_name(name: str, method: str) -> tuple[str, int | None, int | None]:
+    """Split ``path:start:end`` (shards) or take the path (files); offsets are checked."""
+    if method == FILES:
+        return name, None, None
+    path, sep1, rest = name.rpartition(":")
+    path, sep2, start_text = path.rpartition(":")
+    if not (sep1 and sep2 and start_text.isdigit() and rest.isdigit()):
+        raise ManifestError(f"shard name {name!r} is not 'path:start:end'")
+    start, end = int(start_text), int(rest)
+    if end <= start:
+        raise ManifestError(f"shard {name!r} ends before it starts")
+    return path, start, end
+
+
+def normalise_ignore(path: str) -> str:
+    """An ignore entry as model-signing writes it: relative POSIX, no ``.``/``..`` parts."""
+    pure = PurePosixPath(path.replace("\\", "/"))
+    if pure.is_absolute() or not pure.parts or ".." in pure.parts:
+        raise ManifestError(f"ignore path {path!r} must be a relative path inside the folder")
+    return pure.as_posix()
+
+
+def is_ignored(rel: str, ignores: Iterable[str]) -> bool:
+    """model-signing's rule: an ignored path ignores itself and everything under it."""
+    return any(rel == p or rel.startswith(p + "/") for p in ignores)
+
+
+# -- the walk ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFile:
+    """A file of the model on disk: its name in the manifest and where to read it."""
+
+    rel: str  # "." for a model that is a single file
+    path: Path  # what to open: the file itself, or an in-folder link's target
+    size: int
+    link: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """An entry the walk refuses: an outside link, a special file, an unreadable folder."""
+
+    rel: str
+    reason: str
+
+
+@dataclass
+class Walk:
+    files: list[LocalFile] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def has_links(self) -> bool:
+        return any(f.link for f in self.files)
+
+
+def model_name(root: Path) -> str:
+    """The informative model name model-signing records: the folder's (or file's) name."""
+    name = root.name
+    if not name or name == "..":
+        name = os.path.basename(os.path.realpath(root))
+    return name
+
+
+def walk_model(root: Path, ignores: Sequence[str] = (), *, max_files: int = MAX_FILES) -> Walk:
+    """Every file of the model at ``root`` (a folder, or one file), sorted, ignores applied."""
+    out = Walk()
+    st = os.stat(root)  # follows a link given as the root itself, as the user meant
+    if stat.S_ISREG(st.st_mode):
+        out.files.append(LocalFile(".", Path(os.path.realpath(root)), st.st_size))
+        return out
+    if not stat.S_ISDIR(st.st_mode):
+        raise ManifestError(f"{root} is neither a file nor a folder")
+    real_root = os.path.realpath(root)
+    stack: list[tuple[Path, str, int]] = [(root, "", 0)]
+    while stack:
+        folder, prefix, depth = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name, reverse=True)
+        except OSError as exc:
+            out.problems.append(Problem(prefix or ".", f"cannot list folder: {exc.strerror}"))
+            continue
+        for entry in entries:
+            rel = f"{prefix}{entry.name}"
+            if is_ignored(rel, ignores):
+                continue
+            if len(out.files) >= max_files:
+                out.problems.append(Problem(rel, f"more than {max_files} files; not walked"))
+                return out
+            _visit(entry, rel, depth, real_root, out, stack)
+    out.files.sort(key=lambda f: _parts(f.rel))
+    return out
+
+
+def _visit(entry: os.DirEntry[str], rel: str, depth: int, real_root: str, out: Walk,
+           stack: list[tuple[Path, str, int]]) -> None:
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        out.problems.append(Problem(rel, "file name is not valid UTF-8; a manifest cannot "
+                                         "name it"))
+        return
+    try:
+        if entry.is_symlink():
+            _visit_link(Path(entry.path), rel, real_root, out)
+            return
+        st = entry.stat(follow_symlinks=False)
+    except OSError as exc:
+        out.problems.append(Problem(rel, f"cannot stat: {exc.strerror}"))
+        return
+    if stat.S_ISDIR(st.st_mode):
+        if depth + 1 >= MAX_DEPTH:
+            out.problems.append(Problem(rel, f"folder nesting deeper than {MAX_DEPTH}"))
+        else:
+            stack.append((Path(entry.path), rel + "/", depth + 1))
+    elif stat.S_ISREG(st.st_mode):
+        out.files.append(LocalFile(rel, Path(entry.path), st.st_size))
+    else:
+        out.problems.append(Problem(rel, "not a regular file (device, FIFO or socket)"))
+
+
+def _visit_link(path: Path, rel: str, real_root: str, out: Walk) -> None:
+    """An in-folder link to a file is read as that file; anything else is refused."""
+    target = os.path.realpath(path)
+    shown = os.readlink(path)
+    if not (target == real_root or target.startswith(real_root.rstrip(os.sep) + os.sep)):
+        out.problems.append(Problem(rel, f"symbolic link to {shown!r} leads outside the "
+                                         "model folder"))
+        return
+    try:
+        st = os.stat(target)
+    except OSError:
+        out.problems.append(Problem(rel, f"symbolic link to {shown!r}, which does not exist"))
+        return
+    if stat.S_ISREG(st.st_mode):
+        out.files.append(LocalFile(rel, Path(target), st.st_size, link=True))
+    elif stat.S_ISDIR(st.st_mode):
+        out.problems.append(Problem(rel, f"symbolic link to the folder {shown!r}; linked "
+                                         "folders are not followed"))
+    else:
+        out.problems.append(Problem(rel, f"symbolic link to {shown!r}, not a regular file"))

@@ -1,0 +1,188 @@
+"""The walk and the hashing: what a signature covers, and digests equal to model-signing's."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from bastion.errors import UsageError
+from bastion.sign.hashing import hash_files, plan
+from bastion.sign.interface import Options, build_manifest
+from bastion.sign.manifest import (
+    FILES,
+    SHARDS,
+    LocalFile,
+    ManifestError,
+    Serialization,
+    is_ignored,
+    normalise_ignore,
+    parse_resource_name,
+    walk_model,
+)
+
+
+def rels(root: Path, ignores: tuple[str, ...] = ()) -> list[str]:
+    return [f.rel for f in walk_model(root, ignores).files]
+
+
+def test_walk_lists_every_file_in_model_signing_order(model: Path) -> None:
+    # Order is by path components (PurePosixPath), not by string: "tokenizer/…" sorts after
+    # "tokenizer" would as a string prefix, and '-' (0x2d) < '/' (0x2f) must not matter.
+    (model / "tokenizer-extra.txt").write_text("x", encoding="utf-8")
+    assert rels(model, (".git", ".gitattributes")) == [
+        "__init__.py", "config.json", "tokenizer/merges.txt", "tokenizer/vocab.txt",
+        "tokenizer-extra.txt", "weights.bin"]
+
+
+def test_ignore_is_a_path_prefix_by_component(model: Path) -> None:
+    assert is_ignored("tokenizer/vocab.txt", ["tokenizer"])
+    assert not is_ignored("tokenizer-extra.txt", ["tokenizer"])
+    assert ".git/HEAD" not in rels(model, (".git",))
+    assert ".git/HEAD" in rels(model)
+
+
+@pytest.mark.parametrize("bad", ["/etc", "..", "a/../..", "", "."])
+def test_ignore_entries_must_stay_inside_the_folder(bad: str) -> None:
+    with pytest.raises(ManifestError):
+        normalise_ignore(bad)
+
+
+def test_symlink_outside_the_folder_is_refused(model: Path, tmp_path: Path) -> None:
+    # Technique: a link that points outside the signed folder would put unsigned bytes
+    # (e.g. /etc/passwd, another model) under a signed name.
+    secret = tmp_path / "outside.bin"
+    secret.write_bytes(b"not part of the model")
+    (model / "extra.bin").symlink_to(secret)
+    walk = walk_model(model)
+    assert [p.rel for p in walk.problems] == ["extra.bin"]
+    assert "outside the model folder" in walk.problems[0].reason
+    with pytest.raises(UsageError, match=r"extra\.bin: symbolic link .* leads outside"):
+        build_manifest(model, model / "model.sig")
+
+
+def test_relative_symlink_escaping_with_dotdot_is_refused(model: Path, tmp_path: Path) -> None:
+    (tmp_path / "evil.py").write_text("import os", encoding="utf-8")
+    (model / "tokenizer" / "evil.py").symlink_to("../../evil.py")
+    assert [p.rel for p in walk_model(model).problems] == ["tokenizer/evil.py"]
+
+
+def test_symlink_inside_the_folder_is_hashed_as_its_target(model: Path) -> None:
+    (model / "alias.bin").symlink_to("weights.bin")
+    manifest = build_manifest(model, model / "model.sig", Options(method=FILES))
+    digests = {r.path: r.digest for r in manifest.resources}
+    assert digests["alias.bin"] == digests["weights.bin"]
+    assert manifest.serialization.allow_symlinks is True
+
+
+def test_symlinked_folder_is_refused(model: Path) -> None:
+    (model / "loop").symlink_to(".")
+    walk = walk_model(model)
+    assert [p.rel for p in walk.problems] == ["loop"]
+    assert "folder" in walk.problems[0].reason
+
+
+def test_fifo_is_refused_not_opened(model: Path) -> None:
+    # Opening a FIFO blocks forever: a hostile folder must not hang the signer.
+    os.mkfifo(model / "pipe")
+    walk = walk_model(model)
+    assert [(p.rel, "FIFO" in p.reason) for p in walk.problems] == [("pipe", True)]
+
+
+def test_non_utf8_name_cannot_be_signed(model: Path) -> None:
+    name = os.fsdecode(b"bad\xff.bin")
+    (model / name).write_bytes(b"x")
+    assert any("UTF-8" in p.reason for p in walk_model(model).problems)
+
+
+def test_walk_depth_is_bounded(tmp_path: Path) -> None:
+    deep = tmp_path / "deep"
+    path = deep
+    for _ in range(70):
+        path = path / "d"
+    path.mkdir(parents=True)
+    (path / "f").write_bytes(b"x")
+    walk = walk_model(deep)
+    assert walk.files == []
+    assert any("deeper than" in p.reason for p in walk.problems)
+
+
+def test_walk_file_count_is_bounded(model: Path) -> None:
+    walk = walk_model(model, max_files=3)
+    assert len(walk.files) == 3
+    assert "more than 3 files" in walk.problems[-1].reason
+
+
+def test_single_file_model_is_named_dot(model: Path) -> None:
+    walk = walk_model(model / "weights.bin")
+    assert [(f.rel, f.size) for f in walk.files] == [(".", 10240)]
+
+
+def test_shard_plan_matches_model_signing_endpoints(tmp_path: Path) -> None:
+    files = [LocalFile("a", tmp_path / "a", 2500), LocalFile("e", tmp_path / "e", 0)]
+    units = plan(files, Serialization(SHARDS, "sha256", 1000))
+    assert sorted((u.start, u.end) for u in units) == [(0, 1000), (1000, 2000), (2000, 2500)]
+    assert units[0].length == 1000  # largest first
+
+
+def test_shard_names_parse_from_the_right(tmp_path: Path) -> None:
+    # model-signing splits on every ':' and fails on such names; Bastion reads them.
+    assert parse_resource_name("a:b.bin:0:10", SHARDS) == ("a:b.bin", 0, 10)
+    with pytest.raises(ManifestError):
+        parse_resource_name("a.bin:10:5", SHARDS)
+    with pytest.raises(ManifestError):
+        parse_resource_name("a.bin:x:5", SHARDS)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_digests_do_not_depend_on_the_number_of_threads(model: Path, workers: int) -> None:
+    files = walk_model(model).files
+    hashed = hash_files(files, Serialization(SHARDS, "sha256", 1000), workers)
+    expected = hashlib.sha256((model / "weights.bin").read_bytes()[1000:2000]).digest()
+    assert not hashed.errors
+    assert {(r.path, r.start): r.digest for r in hashed.resources}[("weights.bin", 1000)] \
+        == expected
+
+
+def test_file_vanishing_during_hashing_is_an_error_not_a_crash(model: Path) -> None:
+    files = walk_model(model).files
+    (model / "weights.bin").unlink()
+    hashed = hash_files(files, Serialization(FILES, "sha256", None), 2)
+    assert [e.rel for e in hashed.errors] == ["weights.bin"]
+    assert "weights.bin" not in {r.path for r in hashed.resources}
+
+
+def test_file_growing_during_hashing_is_an_error(model: Path) -> None:
+    files = walk_model(model).files
+    with (model / "config.json").open("ab") as handle:
+        handle.write(b"appended after the walk")
+    hashed = hash_files(files, Serialization(FILES, "sha256", None), 1)
+    assert [e.rel for e in hashed.errors] == ["config.json"]
+
+
+def test_nothing_to_sign_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="nothing to sign"):
+        build_manifest(tmp_path / "empty", tmp_path / "x.sig")
+
+
+@pytest.mark.parametrize(("method", "hash_type", "shard_size"), [
+    (SHARDS, "sha256", 1000), (SHARDS, "sha256", 1_000_000_000), (FILES, "sha256", 0),
+    (FILES, "blake3", 0), (FILES, "blake2b", 0)])
+def test_manifest_equals_model_signing_manifest(model: Path, method: str, hash_type: str,
+                                                shard_size: int) -> None:
+    """The same folder, hashed by both: the same resources, names and digests."""
+    hashing = pytest.importorskip("model_signing.hashing")
+    config = hashing.Config()
+    algorithm = "blake2" if hash_type == "blake2b" else hash_type
+    if method == SHARDS:
+        config.use_shard_serialization(hashing_algorithm=algorithm, shard_size=shard_size)
+    else:
+        config.use_file_serialization(hashing_algorithm=algorithm)
+    theirs = {(d.identifier, d.digest.algorithm, d.digest.digest_hex)
+              for d in config.hash(model).resource_descriptors()}
+    ours = build_manifest(model, model / "model.sig",
+                          Options(method, hash_type, shard_size or 1, workers=2))
+    assert {(r.name, r.algorithm, r.digest.hex()) for r in ours.resources} == theirs
