@@ -17,7 +17,6 @@ from bastion.errors import BastionError, UsageError
 from bastion.findings import Report, Severity
 from bastion.policy import DEFAULT, Policy, find_policy, load_policy
 from bastion.report import Format, render
-from bastion.report.terminal import print_report, summary_line
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
@@ -102,10 +101,10 @@ def write_atomic(path: Path, text: str) -> None:
 
 def emit(report: Report, fmt: Format, output: Path | None, quiet: bool) -> None:
     """Write the report where it was asked for; a summary line goes to standard error."""
-    if output is None and fmt is Format.TERMINAL:
-        from bastion.catalogue import all_rules
+    from bastion.report.terminal import print_report, summary_line
 
-        print_report(report, {r.id: r for r in all_rules()}, Console(highlight=False))
+    if output is None and fmt is Format.TERMINAL:
+        print_report(report, {}, Console(highlight=False))
         return
     text = render(report, fmt)
     if output is None:

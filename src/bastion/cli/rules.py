@@ -8,14 +8,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bastion.catalogue import all_rules
-
 
 def rules(
     as_json: bool = typer.Option(False, "--json", help="Print the catalogue as JSON."),
     rule_id: str | None = typer.Argument(None, help="Show one rule in full.", show_default=False),
 ) -> None:
     """List every rule Bastion can raise."""
+    from bastion.catalogue import all_rules
+
     catalogue = all_rules()
     if rule_id is not None:
         catalogue = tuple(r for r in catalogue if r.id == rule_id.upper())

@@ -18,7 +18,6 @@ from bastion.cli.common import (
     progress_reporter,
     resolve_policy,
 )
-from bastion.engine import scan_paths
 from bastion.findings import Severity
 from bastion.report import Format
 
@@ -35,6 +34,8 @@ def scan(
     with guarded():
         policy, source = resolve_policy(policy_file)
         policy = policy.with_overrides(fail_on=fail_on)
+        from bastion.engine import scan_paths  # the analyzers load here, not at start-up
+
         update, stop = progress_reporter(quiet)
         try:
             report = scan_paths(paths, policy, policy_source=source, progress=update)

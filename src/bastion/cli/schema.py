@@ -6,9 +6,9 @@ import json
 
 import typer
 
-from bastion.report.json import report_schema
-
 
 def schema() -> None:
     """Print the JSON Schema that JSON reports follow."""
+    from bastion.report.schema import report_schema
+
     typer.echo(json.dumps(report_schema(), indent=2))
