@@ -244,3 +244,24 @@ def test_compressed_joblib(tmp_path: Path, codec: str) -> None:
     assert hits[0].location.members == ("<decompressed>",)
     assert above_info(report) == [(f.rule_id, f.severity.value, str(f.location)) for f in hits]
     assert not marker.exists()
+
+
+def test_pickle_hidden_in_a_tensor_storage_member(tmp_path: Path) -> None:
+    """torch never unpickles data/<key>, but a payload staged there is reported; the tensor
+    bytes of ordinary storages are never read past their first bytes."""
+    torch = _torch()
+    buffer = io.BytesIO()
+    torch.save({"w": torch.ones(64)}, buffer)
+    evil = pickle.dumps(Payload(tmp_path / "marker"), protocol=2)
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as src, \
+            zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("/data/0"):
+                data = evil + data[len(evil):]
+            dst.writestr(info, data)
+    (tmp_path / "m.pt").write_bytes(out.getvalue())
+    rules = {(f.rule_id, f.location.members[-1]) for f in scan_path(tmp_path / "m.pt").findings}
+    assert ("TORCH-HIDDEN-PICKLE", "archive/data/0") in rules
+    assert ("PICKLE-DANGEROUS-GLOBAL", "archive/data/0") in rules

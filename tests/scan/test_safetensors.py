@@ -106,7 +106,6 @@ def test_leading_whitespace_header_is_claimed_and_clean(tmp_path: Path) -> None:
         b"PK\x03\x04" + b"\0" * 40,  # zip
         b"\x80\x04\x95" + b"\0" * 40,  # pickle
         struct.pack("<Q", 20) + b"[1, 2, 3]" + b"\0" * 20,  # JSON but not an object
-        struct.pack("<Q", 2**60) + b'{"a": 1}',  # absurd length
         b"GGUF" + b"\0" * 40,
         b"short",
     ],
@@ -336,3 +335,16 @@ def test_mutated_files_never_raise() -> None:
             claimed += 1
             list(ANALYZER.analyze(target, ctx))
     assert claimed > 100
+
+
+def test_absurd_header_length_is_claimed_and_reported(tmp_path: Path) -> None:
+    """A 2**62-byte header length in front of a JSON header: a memory-exhaustion attempt on
+    loaders that allocate the declared length, reported rather than skipped."""
+    path = tmp_path / "huge.safetensors"
+    path.write_bytes(struct.pack("<Q", 2**62) + b'{"w": {"dtype": "F32", "shape": [1], '
+                     b'"data_offsets": [0, 4]}}' + b"\0" * 4)
+    from bastion.scan import scan_path
+
+    findings = scan_path(path).findings
+    assert [(f.rule_id, f.severity.value) for f in findings] == [
+        ("SAFETENSORS-HEADER-TOO-LARGE", "high")]

@@ -50,6 +50,8 @@ def _rule(id_: str, title: str, severity: Severity, category: Category, descript
                 references=tuple(Reference.of(r) for r in (*_REFS, *refs)))
 
 
+# Everything the reference loader refuses is high: a file that is not what it claims to be is
+# not admitted (fail closed), whatever the reason it was malformed.
 _REBUILD = ("Re-export the tensors from their source with the official safetensors library, "
             "or obtain the file again from a trusted source.")
 
@@ -66,7 +68,7 @@ HEADER_OUT_OF_BOUNDS = _rule(
     "out of bounds; the file is truncated or crafted.", _REBUILD, "CWE-125")
 HEADER_INVALID = _rule(
     "SAFETENSORS-HEADER-INVALID", "Safetensors header is not a valid JSON object",
-    Severity.MEDIUM, Category.MALFORMED,
+    Severity.HIGH, Category.MALFORMED,
     "The header is not UTF-8, not JSON, not a JSON object, nests too deep, or uses JSON "
     "extensions (NaN, Infinity) that the reference Rust parser rejects but Python accepts.",
     _REBUILD, "CWE-20")
@@ -79,7 +81,7 @@ DUPLICATE_KEY = _rule(
     _REBUILD, "CWE-436")
 TENSOR_INVALID = _rule(
     "SAFETENSORS-TENSOR-INVALID", "Invalid tensor entry in the safetensors header",
-    Severity.MEDIUM, Category.MALFORMED,
+    Severity.HIGH, Category.MALFORMED,
     "A tensor entry has an unknown dtype, a malformed shape or data_offsets, or a byte size "
     "that does not match its shape and dtype. The reference loader rejects such files; other "
     "loaders may mis-size buffers.", _REBUILD, "CWE-20")
@@ -89,12 +91,12 @@ OFFSETS_OUT_OF_BOUNDS = _rule(
     "A tensor's data_offsets end beyond the data area of the file. Loaders that trust the "
     "offsets read out of bounds (memory disclosure or crash).", _REBUILD, "CWE-125")
 OFFSETS_OVERLAP = _rule(
-    "SAFETENSORS-OFFSETS-OVERLAP", "Tensors share bytes in the data area", Severity.MEDIUM,
+    "SAFETENSORS-OFFSETS-OVERLAP", "Tensors share bytes in the data area", Severity.HIGH,
     Category.MALFORMED,
     "Two tensors' data_offsets overlap. The reference loader requires disjoint, contiguous "
     "tensors; overlapping views alias memory in loaders that accept them.", _REBUILD, "CWE-20")
 UNCOVERED_DATA = _rule(
-    "SAFETENSORS-UNCOVERED-DATA", "Bytes in the data area belong to no tensor", Severity.MEDIUM,
+    "SAFETENSORS-UNCOVERED-DATA", "Bytes in the data area belong to no tensor", Severity.HIGH,
     Category.INTEGRITY,
     "Part of the data area (a gap between tensors, or bytes after the last one) is not "
     "covered by any tensor. The reference loader rejects this; the bytes can hide a second "
@@ -102,7 +104,7 @@ UNCOVERED_DATA = _rule(
     "Inspect the uncovered bytes; re-export the tensors with the official library.")
 METADATA_INVALID = _rule(
     "SAFETENSORS-METADATA-INVALID", "Invalid __metadata__ in the safetensors header",
-    Severity.MEDIUM, Category.MALFORMED,
+    Severity.HIGH, Category.MALFORMED,
     "`__metadata__` must be a JSON object mapping strings to strings; the reference loader "
     "rejects anything else.", _REBUILD, "CWE-20")
 LIMIT_EXCEEDED = _rule(
@@ -150,7 +152,7 @@ class SafetensorsAnalyzer:
         if len(head) < 10:
             return False
         length = struct.unpack_from("<Q", head)[0]
-        if not 2 <= length < 2**48:
+        if length < 2:  # any larger length is claimed: an absurd one is itself the finding
             return False
         text = head[8:8 + length].lstrip(b" \t\r\n")
         if not text.startswith(b"{"):

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import IO
 
 from bastion.analyzer import Context, Target
 from bastion.findings import Category, Finding, Severity
 from bastion.rules import Rule
-from bastion.scan.archive import ArchiveAnalyzer
-from bastion.scan.pickle import scan_pickles
+from bastion.scan.archive import ArchiveAnalyzer, _Budget
+from bastion.scan.pickle import looks_like_pickle, scan_pickles
 from bastion.scan.tarutil import TarFormatError, TarReader, looks_like_tar
-from bastion.scan.ziputil import ZipFormatError, read_zip
+from bastion.scan.ziputil import ZipFormatError, ZipMember, read_member, read_zip
 
 ZIP_MAGIC = b"PK\x03\x04"
 #: The first pickle of the legacy raw format: protocol 2, LONG1 of torch's magic number, STOP.
@@ -40,11 +41,24 @@ TORCHSCRIPT = Rule(
                 "TorchScript. TorchScript cannot import Python modules, but its operators run; "
                 "its pickles (constants.pkl, data.pkl) are analysed.",
     remediation="Load TorchScript only from trusted sources.")
+HIDDEN_PICKLE = Rule(
+    id="TORCH-HIDDEN-PICKLE", title="Pickle hidden in a tensor storage member",
+    severity=Severity.HIGH, category=Category.CODE_EXECUTION,
+    description="A tensor storage member (data/<key>) starts with a pickle that imports code. "
+                "torch.load reads storages as raw bytes, so it does not run it, but a payload "
+                "staged where scanners do not look is a sign of tampering, and any other "
+                "reader that unpickles the member runs it.",
+    remediation="Do not use the file; obtain the checkpoint from a trusted source.",
+    references=("ML06", "AML.T0010", "CWE-502"))
 NO_PICKLE = Rule(
     id="TORCH-NO-DATA-PICKLE", title="PyTorch archive without data.pkl",
     severity=Severity.LOW, category=Category.MALFORMED,
     description="The zip has PyTorch's layout but no data.pkl; torch.load will fail on it.")
-RULES: tuple[Rule, ...] = (TORCHSCRIPT, NO_PICKLE)
+RULES: tuple[Rule, ...] = (TORCHSCRIPT, HIDDEN_PICKLE, NO_PICKLE)
+#: Pickle findings that make a storage member's hidden pickle worth reporting.
+_CODE_RULES = frozenset({"PICKLE-DANGEROUS-GLOBAL", "PICKLE-DYNAMIC-IMPORT",
+                         "PICKLE-SUSPICIOUS-GLOBAL", "PICKLE-EXTENSION-CODE",
+                         "PICKLE-GLOBAL-MUTATION", "PICKLE-UNKNOWN-GLOBAL"})
 
 
 def _is_torch_zip(names: list[str]) -> bool:
@@ -82,10 +96,26 @@ class TorchZipAnalyzer(ArchiveAnalyzer):
         yield from super().analyze(target, ctx)
 
     def _wanted(self, name: str) -> bool:
-        return not _STORAGE.search(name) and not name.endswith("/")
+        return not name.endswith("/")
+
+    def _zip_member(self, target: Target, stream: IO[bytes], m: ZipMember, ctx: Context,
+                    budget: _Budget, overlap: bool) -> Iterator[Finding]:
+        if _STORAGE.search(m.name):
+            # Tensor bytes are never read: only the first bytes, to see if a pickle hides there.
+            head = read_member(stream, m, 64, limits=ctx.policy.limits).data
+            if not (head[:1] == b"\x80" and looks_like_pickle(head)):
+                return
+        yield from super()._zip_member(target, stream, m, ctx, budget, overlap)
 
     def _analyze_member(self, child: Target, ctx: Context) -> Iterator[Finding]:
-        if child.name.endswith(".pkl"):  # torch unpickles these whatever they look like
+        if _STORAGE.search(child.location.members[-1]):
+            found = [f for f in scan_pickles(child, ctx, size=child.size)
+                     if f.rule_id in _CODE_RULES]
+            if found:
+                yield HIDDEN_PICKLE.finding(child.location, "storage member holds a pickle "
+                                            f"that imports {len(found)} name(s)")
+                yield from found
+        elif child.name.endswith(".pkl"):  # torch unpickles these whatever they look like
             yield from scan_pickles(child, ctx, size=child.size)
         else:
             yield from ctx.analyze_nested(child)
