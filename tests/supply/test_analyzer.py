@@ -86,3 +86,14 @@ def test_rules_are_in_the_catalogue() -> None:
 
     assert {r.id for r in RULES} <= rule_ids()
     assert all(r.id.startswith("SUPPLY-") for r in RULES)
+
+
+def test_typosquatted_pins_in_a_requirements_file_are_flagged(tmp_path: Path) -> None:
+    """A requirements file pinning `reqeusts` imitates `requests`: flagged at its line."""
+    from bastion.engine import scan_paths
+
+    (tmp_path / "requirements.txt").write_text("reqeusts==2.31.0\nnumpy==1.26.4\n")
+    findings = scan_paths([tmp_path]).findings
+    squats = [f for f in findings if f.rule_id == "SUPPLY-TYPOSQUAT"]
+    assert [(f.location.line, f.severity.value) for f in squats] == [(1, "high")]
+    assert "requests" in squats[0].message

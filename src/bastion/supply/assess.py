@@ -48,6 +48,7 @@ def assess(inventory: Inventory, store: AdvisoryStore | None,
     """Findings for one inventory; with no store, only hygiene and coverage findings."""
     findings = list(_skipped(inventory, locate))
     findings.extend(_hygiene(inventory, locate))
+    findings.extend(_typosquats(inventory, locate))
     assessments: list[Assessment] = []
     if store is not None:
         pinned = [d for d in inventory.dependencies if d.pinned and d.version]
@@ -189,3 +190,14 @@ def db_notes(info: DbInfo, today: date | None = None) -> tuple[str, ...]:
         notes.append(f"warning: the advisory database is older than 30 days{aged}: "
                      "vulnerabilities published since are not reported. Run `bastion db update`.")
     return tuple(notes)
+
+
+def _typosquats(inventory: Inventory, locate: Locate) -> list[Finding]:
+    """Dependency names that imitate popular projects (``reqeusts``, ``t0rch``)."""
+    names = [(d.display_name or d.name, locate(d.source, d.line))
+             for d in inventory.dependencies if d.ecosystem == "pypi" and not d.constraint]
+    if not names:
+        return []
+    from bastion.supply.heuristics.typosquat import typosquat_findings
+
+    return list(typosquat_findings(names))
