@@ -54,12 +54,20 @@ class Target:
 class Analyzer(Protocol):
     """One format or manifest kind. Stateless: one instance serves every target."""
 
-    #: Short unique name, e.g. ``"pickle"``.
-    name: str
-    #: The capability it belongs to; one analyzer per capability handles a target.
-    capability: str
-    #: Every rule it can raise, for the catalogue.
-    rules: tuple[Rule, ...]
+    @property
+    def name(self) -> str:
+        """Short unique name, e.g. ``"pickle"`` (a class attribute is fine)."""
+        ...
+
+    @property
+    def capability(self) -> str:
+        """The capability it belongs to; one analyzer per capability handles a target."""
+        ...
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """Every rule it can raise, for the catalogue."""
+        ...
 
     def claims(self, target: Target) -> bool:
         """Whether this analyzer handles the target. Must be cheap: look at ``head``."""
@@ -68,6 +76,44 @@ class Analyzer(Protocol):
     def analyze(self, target: Target, ctx: Context) -> Iterable[Finding]:
         """Report findings about the target. Never load or execute it."""
         ...
+
+
+class LazyAnalyzer:
+    """An analyzer whose module is imported only when a target might be its.
+
+    ``prefilter`` is a cheap test on the target's first bytes that never says "no" to content
+    the real analyzer would claim; only when it says "maybe" is ``spec`` (``"module:Class"``)
+    imported and its ``claims`` asked. Start-up then pays only for the formats actually met.
+    """
+
+    def __init__(self, spec: str, name: str, capability: str,
+                 prefilter: Callable[[Target], bool]) -> None:
+        self.spec = spec
+        self.name = name
+        self.capability = capability
+        self.prefilter = prefilter
+        self._real: Analyzer | None = None
+
+    def load(self) -> Analyzer:
+        if self._real is None:
+            import importlib
+
+            module, _, cls = self.spec.partition(":")
+            self._real = getattr(importlib.import_module(module), cls)()
+        return self._real
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return self.load().rules
+
+    def claims(self, target: Target) -> bool:
+        return self.prefilter(target) and self.load().claims(target)
+
+    def analyze(self, target: Target, ctx: Context) -> Iterable[Finding]:
+        return self.load().analyze(target, ctx)
+
+    def __repr__(self) -> str:
+        return f"LazyAnalyzer({self.spec!r})"
 
 
 #: A whole-scan check: (display paths walked, findings so far, policy) -> more findings.
@@ -94,7 +140,8 @@ class Registry:
 
     def register(self, analyzer: Analyzer, *, first: bool = False) -> None:
         """Add an analyzer; ``first=True`` puts it ahead of those of its capability."""
-        if not isinstance(analyzer, Analyzer):
+        # (A LazyAnalyzer is checked when loaded: the protocol check would import it now.)
+        if not isinstance(analyzer, LazyAnalyzer) and not isinstance(analyzer, Analyzer):
             raise TypeError(f"{analyzer!r} does not implement the Analyzer protocol")
         if any(a.name == analyzer.name for a in self._analyzers):
             raise ValueError(f"an analyzer named {analyzer.name!r} is already registered")

@@ -5,28 +5,80 @@ This is the one place that lists them; nothing registers itself at import time.
 
 from __future__ import annotations
 
-from bastion.analyzer import Analyzer
+from bastion.analyzer import Analyzer, LazyAnalyzer, Target, WholeScanCheck
 from bastion.rules import CORE_RULES, Rule
+from bastion.scan import sniff
 
 
 def default_analyzers() -> tuple[Analyzer, ...]:
-    """Specific formats before generic containers: the first claimant of a capability wins."""
+    """Specific formats before generic containers: the first claimant of a capability wins.
+
+    Every analyzer is behind a cheap pre-filter (:class:`LazyAnalyzer`): its module is only
+    imported when a file might be for it.
+    """
     from bastion.scan import MODEL_ANALYZERS
     from bastion.supply.analyzer import SupplyAnalyzer
 
-    return (*MODEL_ANALYZERS, SupplyAnalyzer())
+    return (
+        *MODEL_ANALYZERS,
+        SupplyAnalyzer(),  # claims by file name; its auditing machinery loads on first use
+        LazyAnalyzer("bastion.supply.heuristics:HeuristicsAnalyzer", "supply-heuristics",
+                     "supply", _package_like),
+        LazyAnalyzer("bastion.sign.analyzer:SignatureAnalyzer", "model-signature", "sign",
+                     _json_like),
+    )
+
+
+def _package_like(target: Target) -> bool:
+    """A text .pth file, a dist-info RECORD, a compressed or tar archive (an sdist), or a zip
+    whose central directory names a wheel's, an egg's or an sdist's metadata."""
+    name = target.name
+    if name.lower().endswith(".pth"):
+        return b"\0" not in target.head  # a PyTorch checkpoint named .pth is binary
+    if name == "RECORD":
+        return True
+    if sniff.zip_file(target):
+        return _zip_tail_names_package(target)
+    return sniff.archive(target)
+
+
+_PACKAGE_MARKERS = (b".dist-info/", b"EGG-INFO/", b"PKG-INFO", b"setup.py", b"pyproject.toml")
+
+
+def _zip_tail_names_package(target: Target) -> bool:
+    """The central directory (at the end of a zip) lists every name: look for package
+    metadata in its last 256 KiB rather than importing the package analyzer for every zip."""
+    with target.open() as stream:
+        stream.seek(max(0, target.size - (256 << 10)))
+        tail = stream.read(256 << 10)
+    return any(marker in tail for marker in _PACKAGE_MARKERS)
+
+
+def _json_like(target: Target) -> bool:
+    return target.head.lstrip()[:1] == b"{"
 
 
 def all_rules() -> tuple[Rule, ...]:
     """Every rule Bastion can raise, core rules first, each id once."""
-    from bastion.scan import MODEL_RULES
+    from bastion.scan import model_rules
+    from bastion.sign.rules import RULES as SIGN_RULES
+    from bastion.supply.heuristics import RULES as HEURISTIC_RULES
     from bastion.supply.rules import RULES as SUPPLY_RULES
 
     seen: dict[str, Rule] = {}
-    for rule in (*CORE_RULES, *MODEL_RULES, *SUPPLY_RULES):
+    for rule in (*CORE_RULES, *model_rules(), *SUPPLY_RULES, *HEURISTIC_RULES, *SIGN_RULES):
         seen.setdefault(rule.id, rule)
     return tuple(seen.values())
 
 
 def rule_ids() -> frozenset[str]:
     return frozenset(rule.id for rule in all_rules())
+
+
+def folder_checks() -> tuple[WholeScanCheck, ...]:
+    """Checks run once per scan, after the per-file pass, over every file walked: each gets
+    the display paths walked, the findings so far and the policy (e.g. files the policy says
+    must be signed that no signature covers)."""
+    from bastion.sign.analyzer import FOLDER_CHECKS
+
+    return FOLDER_CHECKS

@@ -13,8 +13,10 @@ from bastion import __version__
 from bastion.cli import audit as audit_cmd
 from bastion.cli import db as db_cmd
 from bastion.cli import rules as rules_cmd
+from bastion.cli import sbom as sbom_cmd
 from bastion.cli import scan as scan_cmd
 from bastion.cli import schema as schema_cmd
+from bastion.cli import sign as sign_cmd
 
 app = typer.Typer(
     name="bastion",
@@ -46,6 +48,10 @@ app.command("rules")(rules_cmd.rules)
 app.command("schema")(schema_cmd.schema)
 app.command("audit")(audit_cmd.audit_cmd)
 app.add_typer(db_cmd.app, name="db")
+app.command("sbom")(sbom_cmd.sbom)
+app.command("sign")(sign_cmd.sign)
+app.command("verify")(sign_cmd.verify)
+app.command("keygen")(sign_cmd.keygen)
 
 
 def main() -> None:
