@@ -5,7 +5,11 @@ This is the one place that lists them; nothing registers itself at import time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from bastion.analyzer import Analyzer, LazyAnalyzer, Target, WholeScanCheck
+from bastion.findings import Finding
+from bastion.policy import Policy
 from bastion.rules import CORE_RULES, Rule
 from bastion.scan import sniff
 
@@ -79,6 +83,14 @@ def folder_checks() -> tuple[WholeScanCheck, ...]:
     """Checks run once per scan, after the per-file pass, over every file walked: each gets
     the display paths walked, the findings so far and the policy (e.g. files the policy says
     must be signed that no signature covers)."""
+    return (_signature_checks,)
+
+
+def _signature_checks(walked: Sequence[str], findings: Sequence[Finding],
+                      policy: Policy) -> list[Finding]:
+    """The signing checks, loaded only when the policy asks for signatures at all."""
+    if not policy.sign.active:
+        return []
     from bastion.sign.analyzer import FOLDER_CHECKS
 
-    return FOLDER_CHECKS
+    return [f for check in FOLDER_CHECKS for f in check(walked, findings, policy)]

@@ -1,0 +1,118 @@
+"""The parts of a reporting command that need no CLI framework: policy, output, exit codes.
+
+Kept free of Typer so the fast path of ``bastion scan`` (:mod:`bastion.cli.fast`) can use
+them without paying for Typer's import on every run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bastion.errors import UsageError
+from bastion.findings import Report
+from bastion.policy import DEFAULT, Policy, find_policy, load_policy
+from bastion.report import Format, render
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_ERROR = 2
+
+
+def stderr_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)  # paths stay greppable
+
+
+def resolve_policy(path: Path | None) -> tuple[Policy, str]:
+    """The policy named on the command line, else the nearest one, else the defaults.
+
+    Rule ids named in the policy are checked against the whole catalogue, which imports every
+    analyzer: only done when the policy names rules at all."""
+    if path is None:
+        path = find_policy(Path.cwd())
+        if path is None:
+            return DEFAULT, ""
+    policy = load_policy(path)
+    if policy.severity or policy.ignore:
+        from bastion.catalogue import rule_ids
+
+        policy = load_policy(path, known_rules=rule_ids())
+    return policy, str(path)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a report so that a crash never leaves half a file where a whole one was."""
+    target = path.resolve()
+    if target.is_dir():
+        raise UsageError(f"--output {path} is a folder")
+    if not target.parent.is_dir():
+        raise UsageError(f"--output {path}: folder {target.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        # mkstemp makes the file private (0600); a report gets the usual mode a shell gives.
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def emit(report: Report, fmt: Format, output: Path | None, quiet: bool) -> None:
+    """Write the report where it was asked for; a summary line goes to standard error."""
+    if output is None and fmt is Format.TERMINAL:
+        from rich.console import Console
+
+        from bastion.report.terminal import print_report
+
+        print_report(report, {}, Console(highlight=False))
+        return
+    text = render(report, fmt)
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        write_atomic(output, text)
+    if not quiet:
+        from bastion.report.terminal import summary_line
+
+        stderr_console().print(summary_line(report))
+
+
+def exit_code(report: Report) -> int:
+    return EXIT_OK if report.passed else EXIT_FINDINGS
+
+
+def progress_reporter(quiet: bool) -> tuple[Callable[[str, int, int], None] | None,
+                                            Callable[[], None]]:
+    """A Rich progress bar on standard error when it is a terminal and not ``--quiet``."""
+    if quiet or not sys.stderr.isatty():
+        return None, lambda: None
+    console = stderr_console()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    bar = Progress(TextColumn("[bold]scanning"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.description}"), console=console, transient=True)
+    task = bar.add_task("", total=None)
+    bar.start()
+
+    def update(path: str, done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total, description=path[-60:])
+
+    return update, bar.stop
+
+
+__all__ = ["EXIT_ERROR", "EXIT_FINDINGS", "EXIT_OK", "emit", "exit_code", "progress_reporter",
+           "resolve_policy", "stderr_console", "write_atomic"]

@@ -1,0 +1,113 @@
+"""The fast path of ``bastion scan``: the same command, parsed without importing Typer.
+
+A CI gate or pre-commit hook that scans one large checkpoint spends most of its time starting
+up, and Typer's import is the largest part of that. When the arguments are only paths and the
+plain options (``--format``, ``--output``, ``--policy``, ``--fail-on``, ``--quiet`` and their
+environment variables), this parses them directly and runs the very same functions the Typer
+command runs. Anything else (``--help``, an unknown option, an invalid value) returns None and
+the Typer app handles it, with its usual messages. ``tests/test_cli_fast.py`` runs both paths
+on the same inputs and compares their output.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from bastion.cli.base import EXIT_ERROR, emit, exit_code, progress_reporter, resolve_policy
+from bastion.findings import Severity
+from bastion.report import Format
+
+_VALUE_OPTIONS = {"-f": "format", "--format": "format", "-o": "output", "--output": "output",
+                  "-p": "policy", "--policy": "policy", "--fail-on": "fail_on"}
+_ENV = {"format": "BASTION_FORMAT", "output": "BASTION_OUTPUT", "policy": "BASTION_POLICY",
+        "fail_on": "BASTION_FAIL_ON"}
+_TRUE = {"1", "true", "yes", "y", "on", "t"}
+_FALSE = {"0", "false", "no", "n", "off", "f", ""}
+
+
+def _parse(args: Sequence[str]) -> tuple[list[str], dict[str, str], bool] | None:
+    paths: list[str] = []
+    values: dict[str, str] = {}
+    quiet = False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("-q", "--quiet"):
+            quiet = True
+        elif arg in _VALUE_OPTIONS and i + 1 < len(args):
+            values[_VALUE_OPTIONS[arg]] = args[i + 1]
+            i += 1
+        elif arg.startswith("--") and "=" in arg and arg.split("=", 1)[0] in _VALUE_OPTIONS:
+            key, value = arg.split("=", 1)
+            values[_VALUE_OPTIONS[key]] = value
+        elif arg.startswith("-"):
+            return None  # --help, --no-..., a combined short flag: Typer's job
+        else:
+            paths.append(arg)
+        i += 1
+    return paths, values, quiet
+
+
+def run_fast(argv: Sequence[str]) -> int | None:
+    """The exit code of ``bastion scan ...``, or None when Typer should handle the command."""
+    if not argv or argv[0] != "scan":
+        return None
+    parsed = _parse(argv[1:])
+    if parsed is None or not parsed[0]:
+        return None
+    paths, values, quiet = parsed
+    for key, env in _ENV.items():
+        if key not in values and os.environ.get(env):
+            values[key] = os.environ[env]
+    env_quiet = os.environ.get("BASTION_QUIET")
+    if env_quiet is not None and not quiet:
+        if env_quiet.lower() not in _TRUE | _FALSE:
+            return None
+        quiet = env_quiet.lower() in _TRUE
+    try:
+        fmt = Format(values.get("format", "terminal").lower())
+        fail_on = Severity(values["fail_on"].lower()) if "fail_on" in values else None
+    except ValueError:
+        return None  # Typer says what the choices are
+    output = Path(values["output"]) if "output" in values else None
+    policy_file = Path(values["policy"]) if "policy" in values else None
+    return _run(paths, fmt, output, policy_file, fail_on, quiet)
+
+
+def _run(paths: list[str], fmt: Format, output: Path | None, policy_file: Path | None,
+         fail_on: Severity | None, quiet: bool) -> int:
+    from bastion.errors import BastionError
+
+    try:
+        policy, source = resolve_policy(policy_file)
+        policy = policy.with_overrides(fail_on=fail_on)
+        from bastion.engine import scan_paths
+
+        update, stop = progress_reporter(quiet)
+        try:
+            report = scan_paths(paths, policy, policy_source=source, progress=update)
+        finally:
+            stop()
+        emit(report, fmt, output, quiet)
+    except BastionError as exc:
+        return _error(exc.message, exc.hint)
+    except KeyboardInterrupt:
+        return _error("interrupted", None, 130)
+    except Exception as exc:  # a bug: say so plainly, keep the exit code honest
+        if os.environ.get("BASTION_DEBUG"):
+            raise
+        return _error(f"internal error: {type(exc).__name__}: {exc}",
+                      "this is a bug in Bastion; rerun with BASTION_DEBUG=1 for the traceback")
+    return exit_code(report)
+
+
+def _error(message: str, hint: str | None, code: int = EXIT_ERROR) -> int:
+    from bastion.cli.base import stderr_console
+
+    console = stderr_console()
+    console.print(f"error: {message}", style="bold red", markup=False, highlight=False)
+    if hint:
+        console.print(f"  hint: {hint}", markup=False, highlight=False)
+    return code
