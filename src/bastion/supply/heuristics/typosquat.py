@@ -163,6 +163,12 @@ class Index:
         self.by_skeleton: dict[str, list[str]] = {}
         self.one_edit: dict[str, list[str]] = {}
         self.long_names: dict[int, list[tuple[str, int]]] = {}
+        self._built = False
+
+    def _build(self) -> None:
+        """The look-up tables, built on the first name that is not itself popular: most
+        dependencies are, and an audit of them then never pays for the tables."""
+        self._built = True
         for name, rank in self.rank.items():
             self.by_compact.setdefault(compact(name), []).append(name)
             self.by_skeleton.setdefault(skeleton(name), []).append(name)
@@ -180,6 +186,8 @@ class Index:
         name = normalize(raw.strip())[:MAX_NAME]
         if not name or name in self.rank:
             return None
+        if not self._built:
+            self._build()
         found = [*self._look_alikes(name), *self._edits(name), *self._affixes(name)]
         if not found:
             return None
