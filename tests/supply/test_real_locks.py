@@ -1,0 +1,40 @@
+"""Lock files written by the real tools, committed as fixtures (tests have no network).
+
+tests/supply/data/uv-real/uv.lock was written by `uv lock` (uv 0.13.9) for the pyproject.toml
+beside it. Poetry 2.5.1 could not resolve here (it needs PyPI's JSON API, which this build
+machine does not reach), so poetry.lock fixtures stay hand-written to its documented layout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bastion.engine import scan_paths
+from bastion.supply.inventory import read_manifest
+
+DATA = Path(__file__).parent / "data" / "uv-real"
+
+
+def test_uv_lock_written_by_uv_is_read_exactly() -> None:
+    inventory = read_manifest(DATA / "uv.lock")
+    pins = {d.name: d.version for d in inventory.dependencies if d.version}
+    assert pins["requests"] == "2.31.0"
+    assert pins["jinja2"] == "3.1.2"
+    assert pins["pyyaml"] == "5.3.1"
+    # Transitive dependencies resolved by uv are part of the inventory too.
+    assert {"urllib3", "idna", "certifi", "charset-normalizer", "markupsafe"} <= set(pins)
+    assert all(d.hashes for d in inventory.dependencies if d.version)
+
+
+def test_scan_reports_the_real_pyyaml_advisory_at_its_line() -> None:
+    findings = [f for f in scan_paths([DATA]).findings
+                if f.rule_id == "SUPPLY-VULNERABLE-DEPENDENCY"]
+    by_package = {f.message.split("==")[0]: f for f in findings}
+    assert "pyyaml" in by_package, [f.message for f in findings]
+    hit = by_package["pyyaml"]
+    assert "CVE-2020-14343" in hit.message
+    assert hit.location.path.endswith("uv.lock")
+    assert hit.location.line is not None
+    lines = (DATA / "uv.lock").read_text().splitlines()
+    assert 'name = "pyyaml"' in lines[hit.location.line - 1] or \
+        "pyyaml" in "\n".join(lines[hit.location.line - 3:hit.location.line + 2])
