@@ -6,7 +6,6 @@ This is the whole of ``bastion scan`` as a library call: :func:`scan` returns a
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -18,8 +17,6 @@ from bastion.findings import Finding, Location, Report, ScanStats, Skipped
 from bastion.policy import DEFAULT, Policy, apply_policy
 from bastion.rules import ANALYZER_ERROR, EMPTY_MODEL_FILE, TOO_LARGE, UNREADABLE
 from bastion.walk import FileEntry, walk
-
-log = logging.getLogger(__name__)
 
 #: Called after each file: (display path, files done, files in all).
 Progress = Callable[[str, int, int], None]
@@ -41,7 +38,10 @@ def analyze_target(
         try:
             yield from analyzer.analyze(target, ctx)
         except (Exception, RecursionError, MemoryError) as exc:  # fail closed, never crash
-            log.debug("analyzer %s failed on %s", analyzer.name, target.location, exc_info=True)
+            import logging  # only on this error path: start-up does not pay for logging
+
+            logging.getLogger(__name__).debug("analyzer %s failed on %s", analyzer.name,
+                                              target.location, exc_info=True)
             yield ANALYZER_ERROR.finding(
                 target.location,
                 f"the {analyzer.name} analyzer failed: {type(exc).__name__}: {exc}",

@@ -15,7 +15,6 @@ file or its name is made visible (:func:`visible`) when the value is built.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -270,6 +269,8 @@ class Finding:
         key = "\x1f".join(
             (self.rule_id, self.location.path, *self.location.members, self.evidence or "")
         )
+        import hashlib  # OpenSSL's start-up is paid only when a fingerprint is asked for
+
         return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
     @property

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -56,6 +55,8 @@ def write_atomic(path: Path, text: str) -> None:
         raise UsageError(f"--output {path} is a folder")
     if not target.parent.is_dir():
         raise UsageError(f"--output {path}: folder {target.parent} does not exist")
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
