@@ -1,8 +1,9 @@
 """Lock files written by the real tools, committed as fixtures (tests have no network).
 
-tests/supply/data/uv-real/uv.lock was written by `uv lock` (uv 0.13.9) for the pyproject.toml
-beside it. Poetry 2.5.1 could not resolve here (it needs PyPI's JSON API, which this build
-machine does not reach), so poetry.lock fixtures stay hand-written to its documented layout.
+tests/supply/data/uv-real/uv.lock was written by `uv lock` (uv 0.13.9) and
+tests/supply/data/poetry-real/poetry.lock by `poetry lock` (Poetry 2.5.1, resolving through
+PyPI's simple index as a source, since this build machine does not reach PyPI's JSON API), each
+for the pyproject.toml beside it: requests 2.31.0, jinja2 3.1.2, pyyaml 5.3.1.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from bastion.engine import scan_paths
 from bastion.supply.inventory import read_manifest
 
 DATA = Path(__file__).parent / "data" / "uv-real"
+POETRY = Path(__file__).parent / "data" / "poetry-real"
 
 
 def test_uv_lock_written_by_uv_is_read_exactly() -> None:
@@ -38,3 +40,15 @@ def test_scan_reports_the_real_pyyaml_advisory_at_its_line() -> None:
     lines = (DATA / "uv.lock").read_text().splitlines()
     assert 'name = "pyyaml"' in lines[hit.location.line - 1] or \
         "pyyaml" in "\n".join(lines[hit.location.line - 3:hit.location.line + 2])
+
+
+def test_poetry_lock_written_by_poetry_is_read_exactly() -> None:
+    inventory = read_manifest(POETRY / "poetry.lock")
+    pins = {d.name: d.version for d in inventory.dependencies if d.version}
+    assert (pins["requests"], pins["jinja2"], pins["pyyaml"]) == ("2.31.0", "3.1.2", "5.3.1")
+    assert {"urllib3", "idna", "certifi", "charset-normalizer", "markupsafe"} <= set(pins)
+    assert all(d.pinned for d in inventory.dependencies if d.version)
+    findings = [f for f in scan_paths([POETRY / "poetry.lock"]).findings
+                if f.rule_id == "SUPPLY-VULNERABLE-DEPENDENCY"]
+    assert any(f.message.startswith("pyyaml==5.3.1") and "CVE-2020-14343" in f.message
+               for f in findings), [f.message for f in findings]
