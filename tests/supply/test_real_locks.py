@@ -3,12 +3,16 @@
 tests/supply/data/uv-real/uv.lock was written by `uv lock` (uv 0.13.9) and
 tests/supply/data/poetry-real/poetry.lock by `poetry lock` (Poetry 2.5.1, resolving through
 PyPI's simple index as a source, since this build machine does not reach PyPI's JSON API), each
-for the pyproject.toml beside it: requests 2.31.0, jinja2 3.1.2, pyyaml 5.3.1.
+for the pyproject.toml beside it; pylock-real/pylock.toml by `pip lock` (pip 26.3, PEP 751) and
+pipenv-real/Pipfile.lock by `pipenv lock` for the Pipfile beside it. All pin requests 2.31.0,
+jinja2 3.1.2, pyyaml 5.3.1.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from bastion.engine import scan_paths
 from bastion.supply.inventory import read_manifest
@@ -52,3 +56,15 @@ def test_poetry_lock_written_by_poetry_is_read_exactly() -> None:
                 if f.rule_id == "SUPPLY-VULNERABLE-DEPENDENCY"]
     assert any(f.message.startswith("pyyaml==5.3.1") and "CVE-2020-14343" in f.message
                for f in findings), [f.message for f in findings]
+
+
+@pytest.mark.parametrize("lock", ["pylock-real/pylock.toml", "pipenv-real/Pipfile.lock"])
+def test_pip_lock_and_pipenv_lock_files_are_read_exactly(lock: str) -> None:
+    path = Path(__file__).parent / "data" / lock
+    inventory = read_manifest(path)
+    pins = {d.name: d.version for d in inventory.dependencies if d.version}
+    assert (pins["requests"], pins["jinja2"], pins["pyyaml"]) == ("2.31.0", "3.1.2", "5.3.1")
+    findings = [f for f in scan_paths([path]).findings
+                if f.rule_id == "SUPPLY-VULNERABLE-DEPENDENCY"]
+    assert any(f.message.startswith("pyyaml==5.3.1") for f in findings), \
+        [f.message for f in findings]
