@@ -68,3 +68,22 @@ def test_pip_lock_and_pipenv_lock_files_are_read_exactly(lock: str) -> None:
                 if f.rule_id == "SUPPLY-VULNERABLE-DEPENDENCY"]
     assert any(f.message.startswith("pyyaml==5.3.1") for f in findings), \
         [f.message for f in findings]
+
+
+def test_the_real_test_environment_is_read_from_metadata_only() -> None:
+    """The venv running these tests, installed by pip: every distribution with the version
+    importlib.metadata reports, and nothing imported to learn it."""
+    import importlib.metadata
+    import sys
+
+    from bastion.supply.inventory import read_environment, site_packages_of
+
+    folders = site_packages_of(Path(sys.executable))
+    assert folders
+    pins = {}
+    for folder in folders:
+        pins.update({d.name: d.version for d in read_environment(folder, str(folder))
+                     .dependencies})
+    for name in ("pytest", "numpy", "packaging", "rich"):
+        assert pins[name] == importlib.metadata.version(name), name
+    assert len(pins) > 50
