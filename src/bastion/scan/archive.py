@@ -149,7 +149,7 @@ def inner_name(name: str) -> str:
 
 
 @dataclass
-class _Budget:
+class Budget:
     """What one file's archive tree may still cost; shared by every level of it."""
 
     bytes_left: int
@@ -161,7 +161,7 @@ class _Budget:
 class _Nested(Target):
     """A member target that carries its tree's budget down to archives nested in it."""
 
-    budget: _Budget | None = field(default=None, repr=False, compare=False)
+    budget: Budget | None = field(default=None, repr=False, compare=False)
 
 
 Opener = Callable[[], IO[bytes]]
@@ -187,7 +187,7 @@ class ArchiveAnalyzer:
         if kind is None:
             return
         limits = ctx.policy.limits
-        budget = _Budget(limits.max_decompressed_size, limits.max_archive_members)
+        budget = Budget(limits.max_decompressed_size, limits.max_archive_members)
         if isinstance(target, _Nested) and target.budget is not None:
             budget = target.budget  # one budget for the whole tree of this file
         if budget.stopped:
@@ -222,17 +222,17 @@ class ArchiveAnalyzer:
     # -- shared ------------------------------------------------------------------------------
 
     def _dispatch(self, parent: Target, name: str, size: int, head: bytes, opener: Opener,
-                  ctx: Context, budget: _Budget) -> Iterator[Finding]:
+                  ctx: Context, budget: Budget) -> Iterator[Finding]:
         child = _Nested(parent.location.child(name), size, head, opener, parent.depth + 1,
                         budget)
         yield from self._analyze_member(child, ctx)
 
     def _dispatch_bytes(self, parent: Target, name: str, data: bytes, ctx: Context,
-                        budget: _Budget) -> Iterator[Finding]:
+                        budget: Budget) -> Iterator[Finding]:
         yield from self._dispatch(parent, name, len(data), data[:HEAD_SIZE],
                                   lambda: io.BytesIO(data), ctx, budget)
 
-    def _verdict(self, loc: Location, reader: BoundedReader, budget: _Budget,
+    def _verdict(self, loc: Location, reader: BoundedReader, budget: Budget,
                  limits: Limits) -> Iterator[Finding]:
         """Findings about one bounded read; a cap stops the whole archive tree."""
         d = reader.decoded
@@ -259,7 +259,7 @@ class ArchiveAnalyzer:
 
     # -- zip ---------------------------------------------------------------------------------
 
-    def _zip(self, target: Target, ctx: Context, budget: _Budget) -> Iterator[Finding]:
+    def _zip(self, target: Target, ctx: Context, budget: Budget) -> Iterator[Finding]:
         with target.open() as stream:
             try:
                 archive = read_zip(stream, size=target.size, max_members=budget.members_left)
@@ -290,7 +290,7 @@ class ArchiveAnalyzer:
                     yield from self._zip_member(target, stream, member, ctx, budget, overlap)
 
     def _other_views(self, stream: IO[bytes], target: Target, archive: ZipArchive,
-                     budget: _Budget) -> Iterator[ZipArchive]:
+                     budget: Budget) -> Iterator[ZipArchive]:
         """The archives seen by readers that take another EOCD record than the last."""
         for offset in archive.other_eocds[:MAX_VIEWS]:
             try:
@@ -301,7 +301,7 @@ class ArchiveAnalyzer:
             yield view
 
     def _zip_member(self, target: Target, stream: IO[bytes], m: ZipMember, ctx: Context,
-                    budget: _Budget, overlap: bool) -> Iterator[Finding]:
+                    budget: Budget, overlap: bool) -> Iterator[Finding]:
         limits, loc = ctx.policy.limits, target.location.child(m.name)
 
         def opener(cap: int) -> Callable[[], IO[bytes]]:
@@ -340,7 +340,7 @@ class ArchiveAnalyzer:
 
     # -- tar ---------------------------------------------------------------------------------
 
-    def _tar(self, target: Target, ctx: Context, budget: _Budget) -> Iterator[Finding]:
+    def _tar(self, target: Target, ctx: Context, budget: Budget) -> Iterator[Finding]:
         with target.open() as stream:
             reader = TarReader(stream, target.size)
             try:
@@ -362,7 +362,7 @@ class ArchiveAnalyzer:
                                           "data after the tar end-of-archive marker")
 
     def _tar_member(self, target: Target, stream: IO[bytes], m: TarMember, ctx: Context,
-                    budget: _Budget) -> Iterator[Finding]:
+                    budget: Budget) -> Iterator[Finding]:
         loc = target.location.child(m.name).at(offset=m.offset)
         yield from _name_findings(m.name, loc)
         if m.kind in ("symlink", "hardlink"):
@@ -397,7 +397,7 @@ class ArchiveAnalyzer:
 
     # -- gzip, bzip2, xz, lzma ---------------------------------------------------------------
 
-    def _stream(self, target: Target, ctx: Context, budget: _Budget, codec: Codec
+    def _stream(self, target: Target, ctx: Context, budget: Budget, codec: Codec
                 ) -> Iterator[Finding]:
         limits, name = ctx.policy.limits, inner_name(target.name)
 

@@ -22,7 +22,7 @@ from typing import IO
 from bastion.analyzer import Context, Target
 from bastion.findings import Category, Finding, Severity
 from bastion.rules import Rule
-from bastion.scan.archive import ArchiveAnalyzer, _Budget
+from bastion.scan.archive import ArchiveAnalyzer, Budget
 from bastion.scan.pickle import looks_like_pickle, scan_pickles
 from bastion.scan.tarutil import TarFormatError, TarReader, looks_like_tar
 from bastion.scan.ziputil import ZipFormatError, ZipMember, read_member, read_zip
@@ -99,7 +99,7 @@ class TorchZipAnalyzer(ArchiveAnalyzer):
         return not name.endswith("/")
 
     def _zip_member(self, target: Target, stream: IO[bytes], m: ZipMember, ctx: Context,
-                    budget: _Budget, overlap: bool) -> Iterator[Finding]:
+                    budget: Budget, overlap: bool) -> Iterator[Finding]:
         if _STORAGE.search(m.name):
             # Tensor bytes are never read: only the first bytes, to see if a pickle hides there.
             head = read_member(stream, m, 64, limits=ctx.policy.limits).data

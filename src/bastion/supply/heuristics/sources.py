@@ -114,7 +114,7 @@ def classify(names: list[str]) -> tuple[str, str] | None:
     return None
 
 
-class _Budget:
+class Budget:
     def __init__(self) -> None:
         self.kept = 0
         self.deadline = time.monotonic() + MAX_SECONDS
@@ -129,7 +129,7 @@ class _Budget:
         return True
 
 
-def _member(name: str, size: int, data: bytes, budget: _Budget,
+def _member(name: str, size: int, data: bytes, budget: Budget,
             problem: str | None = None) -> Member:
     native = native_kind(data[:HEAD])
     if not wanted(name):
@@ -154,7 +154,7 @@ def archive_kind(target: Target) -> str | None:
 def read_archive(target: Target, limits: Limits) -> Package | None:
     """The package inside an archive, or None when the archive is not a package."""
     kind = archive_kind(target)
-    budget = _Budget()
+    budget = Budget()
     if kind == "zip":
         return _read_zip(target, limits, budget)
     if kind == "tar" or kind in _STREAM_CODECS:
@@ -162,7 +162,7 @@ def read_archive(target: Target, limits: Limits) -> Package | None:
     return None
 
 
-def _read_zip(target: Target, limits: Limits, budget: _Budget) -> Package | None:
+def _read_zip(target: Target, limits: Limits, budget: Budget) -> Package | None:
     with target.open() as stream:
         try:
             archive = read_zip(stream, size=target.size,
@@ -203,7 +203,7 @@ def _tar_stream(target: Target, limits: Limits, codec: Codec | None, cap: int) -
                                        close_source=True))
 
 
-def _read_tar(target: Target, limits: Limits, budget: _Budget, codec: Codec | None
+def _read_tar(target: Target, limits: Limits, budget: Budget, codec: Codec | None
               ) -> Package | None:
     cap = min(MAX_UNPACKED, limits.max_decompressed_size)
     members: list[Member] = []
@@ -285,7 +285,7 @@ def read_installed(record: Path) -> Package:
     """
     dist = record.parent
     site = dist.parent
-    budget = _Budget()
+    budget = Budget()
     package = Package("installed", "", deadline=budget.deadline)
     try:
         base = site.resolve(strict=True)
