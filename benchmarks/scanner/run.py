@@ -13,7 +13,8 @@ present, else wait4), in a fresh working folder, with a per-invocation timeout. 
   (d) time for the ~300-file folder (one process over the folder), and ratios
 
 The Markdown goes to stdout and to benchmarks/scanner/results.md; raw per-run records go to
-benchmarks/scanner/out/results.json (gitignored).
+benchmarks/scanner/out/<report stem>.json (gitignored). ``--reuse`` takes the runs of the
+tools not being run from such a file (e.g. rerun only Bastion after a change).
 """
 
 from __future__ import annotations
@@ -115,9 +116,14 @@ def run_tool(tool: str, path: Path, timeout: float, home: Path) -> Run:
     if TIME_BIN and timing.exists():
         last = (timing.read_text().strip().splitlines() or [""])[-1]
         rss_kib = float(last) if last.isdigit() else rss_kib
+    if timed_out:
+        rss_kib = -1024.0  # unknown: GNU time was killed with the tool
     shutil.rmtree(work, ignore_errors=True)
     return Run(tool, str(path), rc, round(wall, 3), round(rss_kib / 1024, 1),
-               res.outcome, res.level, res.detail)
+               res.outcome, res.level, " ".join(res.detail.split()))
+
+
+FileList = list[dict[str, Any]]
 
 
 # -- tables ------------------------------------------------------------------------------
@@ -224,8 +230,10 @@ def timing_table(results: dict[str, list[Run]], tools: list[str], what: str) -> 
         ok = runs[0].outcome
         ratio = f"{wall / base_s:.1f}×" if base_s and t != "bastion" else ("1.0×" if base_s
                                                                           else "")
+        rss = max(r.maxrss_mib for r in runs)
+        verdict = f"{ok}: {runs[0].detail[:70]}" if runs[0].detail else ok
         rows.append([t, f"{wall:.2f}", ", ".join(f"{r.wall_s:.2f}" for r in runs), ratio,
-                     f"{max(r.maxrss_mib for r in runs):.0f}", f"{ok}: {runs[0].detail[:70]}"])
+                     f"{rss:.0f}" if rss >= 0 else "n/a", verdict])
     return _md_table(["tool", f"{what} wall s (median)", "runs", "vs Bastion",
                       "peak RSS MiB", "verdict"], rows)
 
@@ -274,6 +282,39 @@ def warm_cache(path: Path) -> None:
                 pass
 
 
+def detection_runs(tools: list[str], files: FileList, args: argparse.Namespace, home: Path,
+                   t_start: float) -> list[Run]:
+    """Every tool on every malicious and benign file, ``--jobs`` processes at a time."""
+    jobs = [(t, f) for f in files for t in tools]
+    print(f"detection/FP: {len(jobs)} runs, {args.jobs} at a time", flush=True)
+    runs: list[Run] = []
+
+    def one(job: tuple[str, dict[str, Any]]) -> Run:
+        return run_tool(job[0], args.corpus / job[1]["path"], args.timeout, home)
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for r in pool.map(one, jobs):
+            r.path = str(Path(r.path).relative_to(args.corpus.resolve()))
+            runs.append(r)
+            if len(runs) % 50 == 0:
+                print(f"  {len(runs)}/{len(jobs)} ({time.monotonic() - t_start:.0f}s)",
+                      flush=True)
+    return runs
+
+
+def reused(path: Path | None, tools: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Runs of the tools *not* being run now, from an earlier raw results file."""
+    if path is None:
+        return {"detection": [], "big": {}, "folder": {}, "versions": {}}, []
+    old = json.loads(path.read_text())
+    keep = [t for t in old["tools"] if t not in tools]
+    return {"detection": [r for r in old["detection"] if r["tool"] in keep],
+            "big": {t: v for t, v in old["big"].items() if t in keep},
+            "folder": {t: v for t, v in old["folder"].items() if t in keep},
+            "versions": old["versions"],
+            "generated": old.get("generated", "?")}, keep
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description="Scanner benchmark")
     ap.add_argument("--corpus", type=Path, default=HERE / "corpus")
@@ -282,82 +323,73 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2, help="parallel runs for tables (a)/(b)")
     ap.add_argument("--repeat", type=int, default=3, help="timing repetitions for (c)/(d)")
     ap.add_argument("--skip", default="", help="comma list of: detection,big,folder")
-    ap.add_argument("--out", type=Path, default=HERE / "results.md")
+    ap.add_argument("--out", type=Path, default=HERE / "results.md",
+                    help="Markdown report; raw runs go to out/<same stem>.json")
+    ap.add_argument("--reuse", type=Path, default=None,
+                    help="raw results JSON of an earlier run: its runs of the tools not "
+                         "in --tools are reused (e.g. rerun only bastion)")
     args = ap.parse_args()
     tools = [t for t in args.tools.split(",") if t]
     skip = set(args.skip.split(","))
+    old, kept = reused(args.reuse, tools)
     manifest = json.loads((args.corpus / "manifest.json").read_text())
     files = manifest["files"]
     marker_glob = manifest["marker_prefix"] + "*"
     before = set(glob.glob(marker_glob))
     home = Path(tempfile.mkdtemp(prefix="bench-home-"))
     t_start = time.monotonic()
-    raw: dict[str, object] = {"versions": versions(), "tools": tools}
-    print("versions:", raw["versions"], flush=True)
+    # a reused tool keeps the version it ran at (Bastion's commit may have moved since)
+    vers = {**versions(), **{k: v for k, v in old["versions"].items() if k in kept}}
+    print("versions:", vers, flush=True)
 
     mal = [f for f in files if f["group"] == "malicious"]
     ben = [f for f in files if f["group"] == "benign"]
-    det_runs: list[Run] = []
+    det_runs = [Run(**r) for r in old["detection"]]
     if "detection" not in skip:
-        jobs = [(t, f) for f in mal + ben for t in tools]
-        print(f"detection/FP: {len(jobs)} runs, {args.jobs} at a time", flush=True)
-        done = 0
-
-        def one(job: tuple[str, dict[str, Any]]) -> Run:
-            return run_tool(job[0], args.corpus / job[1]["path"], args.timeout, home)
-
-        with ThreadPoolExecutor(args.jobs) as pool:
-            for r in pool.map(one, jobs):
-                r.path = str(Path(r.path).relative_to(args.corpus))
-                det_runs.append(r)
-                done += 1
-                if done % 50 == 0:
-                    print(f"  {done}/{len(jobs)} ({time.monotonic() - t_start:.0f}s)",
-                          flush=True)
+        det_runs += detection_runs(tools, mal + ben, args, home, t_start)
     mal_paths = {f["path"] for f in mal}
     mal_runs = [r for r in det_runs if r.path in mal_paths]
     ben_runs = [r for r in det_runs if r.path not in mal_paths]
 
-    big_res: dict[str, list[Run]] = {}
+    big_res = {t: [Run(**r) for r in rs] for t, rs in old["big"].items()}
     big = [f for f in files if f["group"] == "big"]
     if "big" not in skip and big:
         path = args.corpus / big[0]["path"]
         print(f"big checkpoint: {path} ({path.stat().st_size / 2**30:.2f} GiB)", flush=True)
         warm_cache(path)
-        big_res = timed(tools, path, args.repeat, args.timeout, home)
-    folder_res: dict[str, list[Run]] = {}
+        big_res.update(timed(tools, path, args.repeat, args.timeout, home))
+    folder_res = {t: [Run(**r) for r in rs] for t, rs in old["folder"].items()}
     folder_files = [f for f in files if f["group"] == "folder"]
     if "folder" not in skip and folder_files:
         path = args.corpus / "folder"
         print(f"folder: {len(folder_files)} files", flush=True)
         warm_cache(path)
-        folder_res = timed(tools, path, args.repeat, args.timeout, home)
+        folder_res.update(timed(tools, path, args.repeat, args.timeout, home))
 
-    after = set(glob.glob(marker_glob))
-    created = sorted(after - before)
-    md = render(args, manifest, tools, mal, ben, mal_runs, ben_runs, big, big_res,
-                folder_files, folder_res, raw["versions"], created,  # type: ignore[arg-type]
-                time.monotonic() - t_start)
+    created = sorted(set(glob.glob(marker_glob)) - before)
+    shown = [t for t in TOOLS if t in tools or t in kept]
+    note = (f"Runs of {', '.join(kept)} reused from `{args.reuse.name}` "
+            f"(generated {old['generated']})." if kept and args.reuse else "")
+    md = render(args, shown, mal, ben, mal_runs, ben_runs, big, big_res, folder_files,
+                folder_res, vers, created, time.monotonic() - t_start, note)
     print(md)
     args.out.write_text(md)
+    raw = {"generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "versions": vers,
+           "tools": shown, "detection": [asdict(r) for r in det_runs],
+           "big": {t: [asdict(r) for r in rs] for t, rs in big_res.items()},
+           "folder": {t: [asdict(r) for r in rs] for t, rs in folder_res.items()},
+           "markers_created": created}
     (HERE / "out").mkdir(exist_ok=True)
-    raw.update({"detection": [asdict(r) for r in det_runs],
-                "big": {t: [asdict(r) for r in rs] for t, rs in big_res.items()},
-                "folder": {t: [asdict(r) for r in rs] for t, rs in folder_res.items()},
-                "markers_created": created})
-    (HERE / "out" / "results.json").write_text(json.dumps(raw, indent=1))
+    (HERE / "out" / f"{args.out.stem}.json").write_text(json.dumps(raw, indent=1))
     shutil.rmtree(home, ignore_errors=True)
     return 1 if created else 0
 
 
-FileList = list[dict[str, Any]]
-
-
-def render(args: argparse.Namespace, manifest: dict[str, Any], tools: list[str], mal: FileList,
-           ben: FileList, mal_runs: list[Run], ben_runs: list[Run], big: FileList,
+def render(args: argparse.Namespace, tools: list[str], mal: FileList, ben: FileList,
+           mal_runs: list[Run], ben_runs: list[Run], big: FileList,
            big_res: dict[str, list[Run]], folder_files: FileList,
            folder_res: dict[str, list[Run]], vers: dict[str, str], created: list[str],
-           elapsed: float) -> str:
+           elapsed: float, note: str) -> str:
     parts = [
         "# Scanner benchmark results",
         "",
@@ -368,6 +400,7 @@ def render(args: argparse.Namespace, manifest: dict[str, Any], tools: list[str],
         f"total {elapsed / 60:.1f} min.",
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()) + ".",
+        *(["", note] if note else []),
         "",
         "How each tool's verdict is read:",
         "",

@@ -16,6 +16,7 @@ PICKLESCAN=1.0.5
 FICKLING=0.1.12
 MODELAUDIT=0.2.54
 TORCH=2.13.0
+LZ4=4.4.5
 
 mkdir -p "$here/out"; log="$here/out/setup.log"
 : >"$log"
@@ -52,10 +53,13 @@ install fickling "fickling==$FICKLING"
 # modelaudit: the extras for the formats in the corpus; [all] would add TensorFlow, XGBoost,
 # MLflow and tflite, which the corpus does not exercise.
 install modelaudit "modelaudit[h5,joblib,onnx,pytorch,safetensors]==$MODELAUDIT"
+# lz4: an optional dependency ModelAudit asks for to open LZ4-compressed joblib files (no extra
+# of its own pulls it); installed so that it gets a fair try on the joblib-lz4 files.
+install lz4 "lz4==$LZ4"
 
 say "--- versions in $venv"
 "$venv/bin/python" -m pip list --disable-pip-version-check 2>/dev/null \
-  | grep -iE '^(modelscan|picklescan|fickling|modelaudit|modelaudit-picklescan|torch|numpy|h5py|onnx|safetensors|scikit-learn|joblib) ' \
+  | grep -iE '^(modelscan|picklescan|fickling|modelaudit|modelaudit-picklescan|torch|numpy|h5py|onnx|safetensors|scikit-learn|joblib|lz4) ' \
   | tee -a "$log"
 for tool in modelscan picklescan fickling modelaudit; do
   [ -x "$venv/bin/$tool" ] && say "entry point ok: $tool" || say "MISSING entry point: $tool"
