@@ -214,9 +214,12 @@ def modelaudit_parse(rc: int, out: str, err: str, work: Path) -> Outcome:
     records += [(c.get("severity", ""), c.get("message", "")) for c in doc.get("checks") or []
                 if c.get("status") == "failed"]
     level = _max_level([_MODELAUDIT_LEVEL.get(str(s).lower(), "none") for s, _ in records])
-    security = sorted({m[:80] for s, m in records if str(s).lower() in ("warning", "critical")})
+    # critical messages first: they are what the "high/critical only" rows count
+    security = sorted({(str(s).lower() != "critical", m[:80]) for s, m in records
+                       if str(s).lower() in ("warning", "critical")})
+    security_msgs = [m for _, m in security]
     if level in ("high", "medium"):
-        return Outcome("flagged", level, " | ".join(security)[:300])
+        return Outcome("flagged", level, " | ".join(security_msgs)[:300])
     notes = " | ".join(sorted({m[:80] for _, m in records}))[:200]
     if doc.get("has_errors"):
         return Outcome("error", level, f"rc={rc} {notes}")
