@@ -14,10 +14,12 @@ SQLAlchemy is imported here, so only code that stores something pays for it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase
 
@@ -55,7 +57,10 @@ def connect(url: str | None = None, *, schema: str | None = None, pool_size: int
     """An engine for ``url`` (default :func:`default_url`), tuned for small concurrent writes.
 
     SQLite runs in WAL mode with ``synchronous=NORMAL``: a committed transaction survives the
-    process being killed (``kill -9``), which is what the audit log promises.
+    process being killed (``kill -9``), which is what the audit log promises. SQLAlchemy, not
+    pysqlite, says when a SQLite transaction begins (the documented pysqlite recipe): pysqlite
+    would begin one only before the first write, so a read-then-write transaction could see
+    another process's commit in between; :func:`exclusive` begins with ``BEGIN IMMEDIATE``.
     """
     url = url or default_url()
     try:
@@ -68,7 +73,12 @@ def connect(url: str | None = None, *, schema: str | None = None, pool_size: int
         if schema:
             raise StorageError("schemas are a PostgreSQL feature; SQLite keeps one per file")
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(parsed.database).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create the folder of {redact(url)}: "
+                                   f"{exc.strerror or exc}") from None
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     elif backend == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -82,17 +92,66 @@ def connect(url: str | None = None, *, schema: str | None = None, pool_size: int
     engine = create_engine(parsed, **kwargs)
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
     elif schema:
         _ensure_schema(engine, schema)
     return engine
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # no implicit BEGIN: _sqlite_begin emits it
     cursor = dbapi_connection.cursor()
     for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000",
                    "foreign_keys=ON"):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
+
+
+#: Execution option that makes a SQLite transaction begin with ``BEGIN IMMEDIATE``.
+_IMMEDIATE = "bastion_sqlite_immediate"
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+@contextmanager
+def exclusive(engine: Engine, name: str) -> Iterator[Connection]:
+    """A write transaction serialized with every other one taken under ``name``, across
+    threads and processes: read-modify-write (next audit sequence number, next model version)
+    is then safe with several gateway processes on one database.
+
+    SQLite: ``BEGIN IMMEDIATE`` takes the file's write lock up front (waiting up to the busy
+    timeout), so every writer of the file is serialized whatever ``name``. PostgreSQL: a
+    transaction-scoped advisory lock keyed by ``name`` and the current schema (tenants and
+    test schemas never wait on each other), released by COMMIT or ROLLBACK, so a killed
+    process never leaves it held. Commits on normal exit, rolls back on an exception.
+    """
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn.execution_options(**{_IMMEDIATE: True})  # this connection only
+            with conn.begin():
+                yield conn
+        return
+    with engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended("
+                          ":name || '/' || current_schema(), 0))"), {"name": name})
+        yield conn
+
+
+@contextmanager
+def storage_errors(engine: Engine) -> Iterator[None]:
+    """Turn a database failure (unreachable, locked, missing table) into :class:`StorageError`
+    naming the database, never a driver traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        reason = detail[0] if detail else type(exc).__name__
+        raise StorageError(f"database {redact(str(engine.url))}: {reason}") from None
 
 
 def _ensure_schema(engine: Engine, schema: str) -> None:

@@ -121,6 +121,11 @@ class Policy:
     allow: Allow = Allow()
     limits: Limits = Limits()
     sign: Sign = Sign()
+    #: The ``[gateway]`` table, validated by ``bastion serve`` (``bastion.gateway.config``):
+    #: the scanner does not need to know its shape, nor pay for importing pydantic.
+    gateway: Mapping[str, Any] = field(default_factory=dict)
+    #: The ``[assess]`` table, validated by ``bastion assess`` (``bastion.assess.settings``).
+    assess: Mapping[str, Any] = field(default_factory=dict)
 
     def with_overrides(self, **changes: Any) -> Policy:
         """A copy with some settings replaced (e.g. ``fail_on`` from the command line)."""
@@ -337,6 +342,12 @@ def _severity_map(value: Any, key: str) -> dict[str, Severity]:
     return out
 
 
+def _raw_table(value: Any, key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Invalid(f"expected a table{_got(value)}")
+    return value
+
+
 _IGNORE = _table(Ignore, {
     "rule": _text(1), "reason": _text(3), "path": _text(1), "fingerprint": _text(1),
     "expires": _date,
@@ -354,6 +365,8 @@ _POLICY = _table(Policy, {
     "exclude": _strings(_text(1)), "allow": _ALLOW, "limits": _LIMITS,
     "sign": _table(Sign, {"require": _strings(_text(1)), "keys": _strings(_text(1)),
                           "certificates": _strings(_text(1)), "identity": _text(1)}),
+    "gateway": lambda value, key: _raw_table(value, key),
+    "assess": lambda value, key: _raw_table(value, key),
 })
 
 

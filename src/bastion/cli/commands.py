@@ -12,10 +12,12 @@ import typer
 from bastion import __version__
 from bastion.cli import audit as audit_cmd
 from bastion.cli import db as db_cmd
+from bastion.cli import gateway as gateway_cmd
 from bastion.cli import rules as rules_cmd
 from bastion.cli import sbom as sbom_cmd
 from bastion.cli import scan as scan_cmd
 from bastion.cli import schema as schema_cmd
+from bastion.cli import serve as serve_cmd
 from bastion.cli import sign as sign_cmd
 
 app = typer.Typer(
@@ -52,6 +54,11 @@ app.command("sbom")(sbom_cmd.sbom)
 app.command("sign")(sign_cmd.sign)
 app.command("verify")(sign_cmd.verify)
 app.command("keygen")(sign_cmd.keygen)
+app.add_typer(gateway_cmd.models_app, name="models")
+app.add_typer(gateway_cmd.keys_app, name="keys")
+app.add_typer(gateway_cmd.access_app, name="access")
+app.add_typer(gateway_cmd.audit_log_app, name="audit-log")
+app.command("serve")(serve_cmd.serve)
 
 
 def main() -> None:

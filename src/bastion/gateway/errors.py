@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class GatewayError(Exception):
     """Base of every gateway error."""
@@ -32,7 +34,12 @@ class ModelIntegrityError(GatewayError):
 
 
 class AdmissionRefused(GatewayError):
-    """``bastion models add`` refused a model: its scan or signature failed."""
+    """``bastion models add`` refused a model: its scan or signature failed. ``report`` is
+    the scan's :class:`~bastion.findings.Report` when the scan is what refused it."""
+
+    def __init__(self, message: str, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class SeparationOfDutiesError(GatewayError):

@@ -30,3 +30,25 @@ class Principal:
     groups: frozenset[str] = frozenset()
     via: str = "key"  # "key" | "jwt"
     key_id: str | None = None
+
+
+#: What a principal, group or model name may be: it appears in grants, logs and URLs, so no
+#: spaces, no control characters, no separators that would make ``user:``/``group:`` ambiguous
+#: to read (``:`` is allowed inside, for ``oidc:<sub>`` names).
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@:+")
+NAME_MAX = 128
+
+
+def check_name(value: str, what: str, *, limit: int = NAME_MAX) -> str:
+    """``value`` if it is a valid name (1-``limit`` of ``A-Z a-z 0-9 . _ - @ : +``, starting
+    with a letter or digit), else a :class:`~bastion.errors.UsageError` saying why."""
+    from bastion.errors import UsageError
+
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"{what}: a name is required")
+    if len(value) > limit:
+        raise UsageError(f"{what} {value[:40]!r}...: longer than {limit} characters")
+    if not value[0].isascii() or not value[0].isalnum() or not set(value) <= _NAME_CHARS:
+        raise UsageError(f"{what} {value!r}: use letters, digits and . _ - @ : + only, "
+                         "starting with a letter or digit")
+    return value

@@ -1,0 +1,535 @@
+"""The FastAPI application behind ``bastion serve``.
+
+Every model request goes through the same steps, in this order, and each refusal is audited
+like a success:
+
+1. body size (413) — before anything is parsed;
+2. authentication (401): an API key (``bst_...``) or an OIDC bearer token;
+3. the model must be admitted, served and visible to the caller (404 otherwise, so callers
+   cannot enumerate models they have no right on); then the permission (403);
+4. quota (429 with ``Retry-After``);
+5. the input schema (413/422);
+6. the model — loaded once per version, after re-checking its content digest;
+7. the output shaped by permission (labels only / rounded scores / top-k);
+8. the audit entry is committed before the answer leaves (every 200 is in the log).
+
+Blocking work (database reads, the model) runs in one worker-thread hop per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
+
+from bastion import __version__
+from bastion.gateway import access, audit, keys, registry
+from bastion.gateway.config import GatewayConfig
+from bastion.gateway.errors import (
+    AuthError,
+    GatewayError,
+    InputRejected,
+    ModelIntegrityError,
+    NotFound,
+)
+from bastion.gateway.loaders import Predictor, load_predictor, shape_output
+from bastion.gateway.metrics import GatewayMetrics
+from bastion.gateway.principals import BLACK_BOX, WHITE_BOX, Permission, Principal
+from bastion.gateway.quotas import MemoryQuotas, QuotaSpec, RedisQuotas
+from bastion.gateway.schema import InputSchema
+
+log = logging.getLogger("bastion.gateway")
+
+SERVICE = "bastion-gateway"
+_QUERY = frozenset({Permission.PREDICT, Permission.SCORES})
+
+
+class _Refused(Exception):
+    """A request ends here with ``status``; ``reason`` is the audit/metrics word."""
+
+    def __init__(self, status: int, reason: str, message: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.headers = headers or {}
+
+
+@dataclass
+class _Loaded:
+    record: registry.ModelRecord
+    schema: InputSchema
+    predictor: Predictor
+
+
+@dataclass
+class _Call:
+    """What the audit entry of one request needs to know, filled in as it goes."""
+
+    client: str
+    principal: str = "-"
+    model: str = "-"
+    version: str = "-"
+    permission: str = "-"
+    input_digest: str = ""
+    output_summary: str = ""
+
+
+class Gateway:
+    """The services one gateway process holds: storage, caches, quotas, audit writer."""
+
+    def __init__(self, config: GatewayConfig, engine: Engine) -> None:
+        self.config = config
+        self.engine = engine
+        self.keys = keys.KeyAuthenticator(engine)
+        self.jwt: Any = None
+        if config.jwt is not None:
+            from bastion.gateway.tokens import JWTAuthenticator
+
+            j = config.jwt
+            self.jwt = JWTAuthenticator(j.jwks, issuer=j.issuer, audience=j.audience,
+                                        algorithms=j.algorithms,
+                                        principal_claim=j.principal_claim,
+                                        groups_claim=j.groups_claim, leeway=j.leeway)
+        self.access = access.AccessCache(engine, ttl=config.refresh_seconds)
+        self.quotas: MemoryQuotas | RedisQuotas = (
+            RedisQuotas(config.redis_url, prefix=config.redis_prefix) if config.redis_url
+            else MemoryQuotas())
+        self.audit = audit.AuditWriter(audit.AuditLog(engine))
+        self.metrics = GatewayMetrics()
+        self._records: dict[tuple[str, str | None], tuple[float, registry.ModelRecord]] = {}
+        self._loaded: dict[tuple[str, str], _Loaded] = {}
+        self._load_lock = threading.Lock()
+
+    # -- the steps -------------------------------------------------------------------------
+
+    def authenticate(self, request: Request) -> Principal:
+        header = request.headers.get("authorization", "")
+        token = ""
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise _Refused(401, "malformed", "use 'Authorization: Bearer <key or token>'",
+                               {"WWW-Authenticate": "Bearer"})
+            token = token.strip()
+        else:
+            token = request.headers.get("x-api-key", "").strip()
+        if not token:
+            raise _Refused(401, "missing", "credentials required",
+                           {"WWW-Authenticate": "Bearer"})
+        try:
+            if token.startswith(keys.TOKEN_PREFIX) or self.jwt is None:
+                return self.keys.authenticate(token)
+            return self.jwt.authenticate(token)  # type: ignore[no-any-return]
+        except AuthError as exc:
+            raise _Refused(401, f"auth_{exc.reason}", exc.message,
+                           {"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
+
+    def record(self, name: str, version: str | None) -> registry.ModelRecord:
+        if self.config.models is not None and name not in self.config.models:
+            raise NotFound(name)
+        now = time.monotonic()
+        cached = self._records.get((name, version))
+        if cached is not None and now - cached[0] < self.config.refresh_seconds:
+            return cached[1]
+        rec = registry.get(self.engine, name, version)
+        self._records[(name, version)] = (now, rec)
+        return rec
+
+    def authorize(self, principal: Principal, name: str, version: str | None,
+                  wanted: frozenset[Permission], call: _Call) -> tuple[registry.ModelRecord,
+                                                                        frozenset[Permission]]:
+        held = self.access.permissions(principal, name)
+        try:
+            rec = self.record(name, version)
+        except NotFound:
+            rec = None
+        if rec is None or not held:  # invisible: the same answer as a missing model
+            raise _Refused(404, "not_found", f"no model {name!r}"
+                           + (f" version {version!r}" if version else ""))
+        call.version = rec.version
+        if (self.config.separation_of_duties and held & BLACK_BOX and held & WHITE_BOX):
+            # Granting refuses this; groups can still combine it. Deny until an admin fixes it.
+            raise _Refused(403, "separation_of_duties",
+                           f"black-box and white-box access to {name!r} held together "
+                           "(see `bastion access check`)")
+        if not held & wanted:
+            need = " or ".join(sorted(p.value for p in wanted))
+            raise _Refused(403, "forbidden", f"permission {need} on {name!r} is required")
+        return rec, held
+
+    def consume_quota(self, principal: Principal, name: str) -> None:
+        q = self.config.quota_for(name)
+        spec = QuotaSpec(rate=q.rate, burst=q.burst, per_day=q.per_day, per_month=q.per_month)
+        decision = self.quotas.consume(f"{principal.name}|{name}", spec)
+        self.metrics.quota(name, principal.name, day=decision.remaining_day,
+                           month=decision.remaining_month)
+        if not decision.allowed:
+            retry = max(1, int(decision.retry_after + 0.999))
+            raise _Refused(429, "rate_limited", f"quota exceeded ({decision.reason}); "
+                           f"retry after {retry} s", {"Retry-After": str(retry)})
+
+    def loaded(self, rec: registry.ModelRecord) -> _Loaded:
+        key = (rec.name, rec.version)
+        hit = self._loaded.get(key)
+        if hit is not None:
+            return hit
+        with self._load_lock:
+            hit = self._loaded.get(key)
+            if hit is None:
+                registry.verify_content(rec)  # a file swapped since admission is refused here
+                schema = InputSchema.model_validate(rec.input_schema)
+                predictor = load_predictor(rec.loader, Path(rec.path), factory=rec.factory,
+                                           input_schema=schema, scan_clean=rec.scan_clean)
+                hit = self._loaded[key] = _Loaded(rec, schema, predictor)
+        return hit
+
+    # -- handlers (run in a worker thread) -------------------------------------------------
+
+    def predict(self, request: Request, body: bytes, name: str, version: str | None,
+                call: _Call) -> dict[str, Any]:
+        principal = self.authenticate(request)
+        call.principal = principal.name
+        rec, held = self.authorize(principal, name, version, _QUERY, call)
+        call.permission = (Permission.SCORES if Permission.SCORES in held
+                           else Permission.PREDICT).value
+        self.consume_quota(principal, name)
+        call.input_digest = hashlib.sha256(body).hexdigest()
+        model = self.loaded(rec)
+        x = model.schema.coerce(_inputs(body))
+        prediction = model.predictor.predict(x)
+        out = shape_output(prediction, held & BLACK_BOX, precision=self.config.score_precision,
+                           top_k=self.config.top_k)
+        call.output_summary = f"{len(prediction.labels)} predictions"
+        return {"model": rec.name, "version": rec.version, **out}
+
+    def explain(self, request: Request, body: bytes, name: str, call: _Call) -> dict[str, Any]:
+        principal = self.authenticate(request)
+        call.principal = principal.name
+        rec, _held = self.authorize(principal, name, None, frozenset({Permission.EXPLAIN}),
+                                    call)
+        call.permission = Permission.EXPLAIN.value
+        self.consume_quota(principal, name)
+        call.input_digest = hashlib.sha256(body).hexdigest()
+        model = self.loaded(rec)
+        x = model.schema.coerce(_inputs(body))
+        try:
+            explanation = model.predictor.explain(x)
+        except NotImplementedError:
+            raise _Refused(501, "not_implemented",
+                           f"the {rec.loader} loader cannot explain predictions") from None
+        return {"model": rec.name, "version": rec.version, **explanation}
+
+    def describe(self, request: Request, name: str, call: _Call) -> dict[str, Any]:
+        principal = self.authenticate(request)
+        call.principal = principal.name
+        rec, held = self.authorize(principal, name, None, frozenset(Permission), call)
+        call.permission = "describe"
+        return _describe(rec, held)
+
+    def listing(self, request: Request, call: _Call) -> dict[str, Any]:
+        principal = self.authenticate(request)
+        call.principal = principal.name
+        call.permission = "list"
+        models = []
+        for rec in registry.list_models(self.engine):
+            if rec.status != "admitted":
+                continue
+            if self.config.models is not None and rec.name not in self.config.models:
+                continue
+            held = self.access.permissions(principal, rec.name)
+            if held:
+                models.append(_describe(rec, held))
+        return {"models": models}
+
+    def download(self, request: Request, name: str, version: str | None, file: str | None,
+                 call: _Call) -> Path:
+        principal = self.authenticate(request)
+        call.principal = principal.name
+        rec, _held = self.authorize(principal, name, version, frozenset({Permission.DOWNLOAD}),
+                                    call)
+        call.permission = Permission.DOWNLOAD.value
+        self.consume_quota(principal, name)
+        registry.verify_content(rec)
+        path = _downloadable(Path(rec.path), file)
+        call.output_summary = f"file {path.name} ({path.stat().st_size} bytes)"
+        return path
+
+    def metrics_allowed(self, request: Request) -> None:
+        if self.config.public_metrics:
+            return
+        principal = self.authenticate(request)
+        if Permission.ADMIN not in self.access.permissions(principal, "*"):
+            raise _Refused(403, "forbidden", "metrics need admin on '*'")
+
+
+def _inputs(body: bytes) -> Any:
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        raise InputRejected(422, "the body is not valid JSON") from None
+    if not isinstance(payload, dict) or "inputs" not in payload:
+        raise InputRejected(422, 'expected a JSON object {"inputs": [...]}')
+    return payload["inputs"]
+
+
+def _describe(rec: registry.ModelRecord, held: frozenset[Permission]) -> dict[str, Any]:
+    return {"name": rec.name, "version": rec.version, "loader": rec.loader,
+            "input_schema": rec.input_schema, "permissions": sorted(p.value for p in held)}
+
+
+def _downloadable(root: Path, file: str | None) -> Path:
+    """The one file to send: the model itself, or a named file inside a model folder."""
+    if root.is_file():
+        if file not in (None, "", root.name):
+            raise _Refused(404, "not_found", f"no file {file!r} in this model")
+        return root
+    if not file:
+        raise _Refused(400, "bad_request", "this model is a folder: name one file with ?file=")
+    if len(file) > 1024 or "\0" in file or file.startswith(("/", "\\")):
+        raise _Refused(404, "not_found", "no such file in this model")
+    candidate = (root / file).resolve()
+    real_root = root.resolve()
+    if (real_root not in candidate.parents or candidate.is_symlink()
+            or not candidate.is_file()):
+        raise _Refused(404, "not_found", "no such file in this model")
+    return candidate
+
+
+def _error(status: int, reason: str, message: str,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": reason, "message": message}}, status_code=status,
+                        headers=headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise _Refused(400, "bad_request", "invalid Content-Length")
+        if int(declared) > limit:
+            raise _Refused(413, "too_large", f"the body is over {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _Refused(413, "too_large", f"the body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {
+            "type": "object", "required": ["inputs"],
+            "properties": {"inputs": {"type": "array", "description":
+                                      "a batch of inputs shaped as the model's input schema"}},
+        }}},
+    },
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text} for code, text in {
+        401: "no or invalid credentials", 403: "permission missing",
+        404: "no such model (or no permission on it)", 413: "body or batch too large",
+        422: "input breaks the model's schema", 429: "quota exceeded (see Retry-After)",
+        503: "model unavailable (integrity check failed or not loadable)",
+    }.items()}
+
+
+def create_app(config: GatewayConfig, engine: Engine | None = None) -> FastAPI:
+    """The gateway application; ``engine`` defaults to ``config.db_url``."""
+    from bastion.gateway.tables import open_db, prepare
+
+    if engine is None:
+        engine = open_db(config.db_url, schema=config.db_schema)
+    else:
+        prepare(engine)
+    gw = Gateway(config, engine)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(gw.audit.close)  # flush: every answered request is logged
+
+    app = FastAPI(title="Bastion model gateway", version=__version__, lifespan=lifespan,
+                  description="Admitted models behind authentication, per-model permissions, "
+                              "quotas and a hash-chained audit log.")
+    app.state.gateway = gw
+
+    async def run(request: Request, operation: str, call: _Call,
+                  work: Callable[[], Any]) -> Any:
+        """Run ``work`` in a thread, audit the outcome, map errors to answers."""
+        started = time.perf_counter()
+        status, reason, result = 200, "ok", None
+        response: Response | None = None
+        try:
+            result = await run_in_threadpool(work)
+        except _Refused as exc:
+            status, reason = exc.status, exc.reason
+            response = _error(exc.status, exc.reason, exc.message, exc.headers)
+        except InputRejected as exc:
+            status, reason = exc.status, "bad_input"
+            response = _error(exc.status, "bad_input", exc.message)
+        except ModelIntegrityError as exc:
+            status, reason = 503, "integrity"
+            log.error("refusing %s@%s: %s", call.model, call.version, exc)
+            response = _error(503, "integrity", str(exc))
+        except GatewayError as exc:
+            status, reason = 503, "unavailable"
+            log.error("%s failed: %s: %s", operation, type(exc).__name__, exc)
+            response = _error(503, "unavailable", f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # the model or a backend failed: never a traceback out
+            status, reason = 500, "error"
+            log.exception("%s failed", operation)
+            response = _error(500, "error", f"internal error ({type(exc).__name__})")
+        elapsed = time.perf_counter() - started
+        decision = ("allow" if status < 400 else "rate_limited" if status == 429
+                    else "error" if status >= 500 else "deny")
+        entry = audit.AuditEntry(
+            ts=datetime.now(UTC).isoformat(timespec="microseconds"),
+            principal=call.principal, model=call.model, version=call.version,
+            permission=call.permission or operation, decision=decision, reason=reason,
+            status=status, input_digest=call.input_digest,
+            output_summary=call.output_summary, latency_ms=round(elapsed * 1000, 3),
+            client=call.client)
+        try:
+            await asyncio.wrap_future(gw.audit.submit(entry))
+        except Exception as exc:
+            log.error("audit log write failed: %s", exc)
+            if status < 400:  # an answer we cannot account for is not given
+                status, response = 503, _error(503, "audit_unavailable",
+                                               "the audit log is unavailable")
+        # Only names of real models become metric labels: junk names cannot fill the slots.
+        gw.metrics.observe(call.model if call.version != "-" else "-", status, elapsed,
+                           None if status < 400 else reason)
+        return result if response is None else response
+
+    def _call(request: Request, model: str = "-") -> _Call:
+        client = request.client.host if request.client else "-"
+        return _Call(client=client, model=model)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok", "service": SERVICE}
+
+    @app.get("/readyz", tags=["operations"], responses={503: {"description": "not ready"}})
+    async def readyz() -> Response:
+        """Readiness: the database (and Redis, when configured) answer."""
+        try:
+            await run_in_threadpool(_ping, gw)
+        except Exception as exc:
+            return _error(503, "not_ready", f"{type(exc).__name__}: {exc}")
+        return JSONResponse({"status": "ready", "service": SERVICE})
+
+    @app.get("/metrics", tags=["operations"], responses={401: {}, 403: {}})
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics (admin on '*' unless public-metrics is set)."""
+        try:
+            await run_in_threadpool(gw.metrics_allowed, request)
+        except _Refused as exc:
+            return _error(exc.status, exc.reason, exc.message, exc.headers)
+        return Response(gw.metrics.render(), media_type=gw.metrics.content_type)
+
+    @app.get("/v1/models", tags=["models"], responses=_ERRORS)
+    async def list_models(request: Request) -> Any:
+        """The models the caller holds any permission on."""
+        call = _call(request)
+        return await run(request, "list", call, lambda: gw.listing(request, call))
+
+    @app.get("/v1/models/{name}", tags=["models"], responses=_ERRORS)
+    async def describe(name: str, request: Request) -> Any:
+        """A model's current version, input schema and the caller's permissions."""
+        call = _call(request, name)
+        return await run(request, "describe", call, lambda: gw.describe(request, name, call))
+
+    async def _predict(name: str, version: str | None, request: Request) -> Any:
+        call = _call(request, name)
+        try:
+            body = await _read_body(request, config.max_body_bytes)
+        except _Refused as exc:
+            failed: _Refused = exc
+            return await run(request, "predict", call, lambda: _raise(failed))
+        return await run(request, "predict", call,
+                         lambda: gw.predict(request, body, name, version, call))
+
+    @app.post("/v1/models/{name}/predict", tags=["models"], responses=_ERRORS,
+              openapi_extra=_PREDICT_BODY)
+    async def predict(name: str, request: Request) -> Any:
+        """Labels (``predict``) or rounded probabilities (``scores``) for a batch."""
+        return await _predict(name, None, request)
+
+    @app.post("/v1/models/{name}/versions/{version}/predict", tags=["models"],
+              responses=_ERRORS, openapi_extra=_PREDICT_BODY)
+    async def predict_version(name: str, version: str, request: Request) -> Any:
+        """As ``predict``, pinned to one admitted version."""
+        return await _predict(name, version, request)
+
+    @app.post("/v1/models/{name}/explain", tags=["models"], openapi_extra=_PREDICT_BODY,
+              responses={**_ERRORS, 501: {"description": "this model cannot explain"}})
+    async def explain(name: str, request: Request) -> Any:
+        """An explanation of a batch's predictions (``explain`` permission)."""
+        call = _call(request, name)
+        try:
+            body = await _read_body(request, config.max_body_bytes)
+        except _Refused as exc:
+            failed: _Refused = exc
+            return await run(request, "explain", call, lambda: _raise(failed))
+        return await run(request, "explain", call,
+                         lambda: gw.explain(request, body, name, call))
+
+    @app.get("/v1/models/{name}/download", tags=["models"], responses=_ERRORS)
+    async def download(name: str, request: Request, file: str | None = None,
+                       version: str | None = None) -> Any:
+        """The weights (``download`` permission: white-box access), re-verified first."""
+        call = _call(request, name)
+        result = await run(request, "download", call,
+                           lambda: gw.download(request, name, version, file, call))
+        if isinstance(result, Path):
+            return FileResponse(result, filename=result.name,
+                                media_type="application/octet-stream")
+        return result
+
+    return app
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
+
+
+def _ping(gw: Gateway) -> None:
+    from sqlalchemy import text
+
+    with gw.engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    ping = getattr(gw.quotas, "ping", None)
+    if ping is not None:
+        ping()
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (several workers): settings from the environment,
+    as ``bastion serve`` exports them."""
+    import os
+
+    from bastion.gateway.config import load_config
+
+    table = json.loads(os.environ.get("BASTION_GATEWAY_SETTINGS", "{}"))
+    return create_app(load_config(table, environ={}))
