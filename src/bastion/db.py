@@ -146,12 +146,58 @@ def storage_errors(engine: Engine) -> Iterator[None]:
     naming the database, never a driver traceback."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    dbapi = getattr(engine.dialect, "loaded_dbapi", None)
+    # Hot paths use the driver directly: its own errors are storage errors too.
+    errors: tuple[type[BaseException], ...] = (
+        (SQLAlchemyError, dbapi.Error) if dbapi is not None else (SQLAlchemyError,))
     try:
         yield
-    except SQLAlchemyError as exc:
+    except errors as exc:
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         reason = detail[0] if detail else type(exc).__name__
         raise StorageError(f"database {redact(str(engine.url))}: {reason}") from None
+
+
+def fetch_one(engine: Engine, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """One row of a constant query (``?`` placeholders) straight from the driver.
+
+    For per-request reads (an API key's row): SQLAlchemy's connection and transaction
+    bookkeeping cost ten times the query on SQLite (52 µs against 5 µs measured). Values come
+    back as the driver gives them (see :func:`as_utc`, :func:`as_json`)."""
+    if engine.dialect.paramstyle != "qmark":
+        sql = sql.replace("?", "%s")
+    with storage_errors(engine):
+        raw = engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            try:
+                cursor.execute(sql, params)
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+        finally:
+            raw.close()
+    return None if row is None else tuple(row)
+
+
+def as_utc(value: Any) -> Any:
+    """A driver's datetime (PostgreSQL: aware) or SQLite's stored text, as aware UTC."""
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def as_json(value: Any) -> Any:
+    """A JSON column as the driver gives it (PostgreSQL: decoded; SQLite: text)."""
+    if isinstance(value, str | bytes):
+        import json
+
+        return json.loads(value)
+    return value
 
 
 def _ensure_schema(engine: Engine, schema: str) -> None:

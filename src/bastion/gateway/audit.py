@@ -7,8 +7,8 @@ deleting or inserting one breaks the link of the entry after it; cutting entries
 is shown by the head record (``bastion_audit_head``: last seq and hash), which is written in
 the same transaction as the entries. :func:`verify` checks all of it.
 
-Appends are serialized across threads and processes (:func:`bastion.db.exclusive`:
-``BEGIN IMMEDIATE`` on SQLite, a transaction-scoped advisory lock on PostgreSQL), so several
+Appends are serialized across threads and processes (``BEGIN IMMEDIATE`` on SQLite, a
+transaction-scoped advisory lock on PostgreSQL, as :func:`bastion.db.exclusive`), so several
 gateway processes on one database still build one chain. :class:`AuditWriter` batches the
 entries of concurrent requests into one transaction (group commit) on a background thread;
 the gateway awaits the future of its entry before it answers, so every answer the client saw
@@ -22,22 +22,24 @@ the gateway must never fail to audit because a client sent odd bytes).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
-from sqlalchemy import Connection, Table, bindparam, insert, select, update
+from sqlalchemy import Connection, select
 from sqlalchemy.engine import Engine
 
-from bastion.db import exclusive, storage_errors
+from bastion.db import storage_errors
 from bastion.gateway.errors import GatewayError
 from bastion.gateway.tables import VERSION_MAX, AuditHeadRow, AuditRow
 
@@ -150,59 +152,124 @@ class AuditLog:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # Appends go straight to the driver over one connection kept for the log: the
+        # SQLAlchemy connection/transaction bookkeeping cost more than the commit itself.
+        self._raw: Any = None
+        self._lock = threading.Lock()
 
     def append(self, entry: AuditEntry) -> int:
         """Append one entry and commit; its sequence number."""
         return self.append_many([entry])[0]
 
     def append_many(self, entries: Sequence[AuditEntry]) -> list[int]:
-        """Append entries in order, in one transaction; their sequence numbers."""
+        """Append entries in order, in one transaction; their sequence numbers.
+
+        Serialized with every other appender of the same database, in this process and in
+        others: SQLite by ``BEGIN IMMEDIATE`` (the file's write lock), PostgreSQL by a
+        transaction-scoped advisory lock (released by COMMIT/ROLLBACK, so a killed process
+        never leaves it held)."""
         if not entries:
             return []
-        with storage_errors(self.engine), exclusive(self.engine, _LOCK) as conn:
-            seq, prev, has_head = _head(conn)
-            rows: list[dict[str, Any]] = []
+        with self._lock, storage_errors(self.engine):
+            if self._raw is None:
+                self._raw = self.engine.raw_connection()
+            try:
+                return self._append(entries)
+            except BaseException:
+                raw, self._raw = self._raw, None
+                try:
+                    raw.rollback()
+                except Exception:  # noqa: S110 - the connection is dropped anyway
+                    pass
+                finally:
+                    raw.invalidate()
+                raise
+
+    def _append(self, entries: Sequence[AuditEntry]) -> list[int]:
+        sql = _raw_sql(self.engine.dialect.paramstyle)
+        sqlite = self.engine.dialect.name == "sqlite"
+        cursor = self._raw.cursor()
+        try:
+            if sqlite:
+                cursor.execute("BEGIN IMMEDIATE")
+            else:
+                cursor.execute(sql.lock, (_LOCK,))
+            cursor.execute(sql.head)
+            head = cursor.fetchone()
+            if head is None:  # a new log, or a deleted head: never restart over old entries
+                cursor.execute(sql.last)
+                head = cursor.fetchone()
+                has_head = False
+            else:
+                has_head = True
+            seq, prev = (int(head[0]), str(head[1])) if head is not None else (0, GENESIS)
+            first = seq + 1
+            rows: list[tuple[Any, ...]] = []
             for entry in entries:
                 seq += 1
                 data = entry.to_dict()
                 digest = chain_hash(prev, seq, data)
-                rows.append({**data, "seq": seq, "prev_hash": prev, "hash": digest})
+                rows.append((seq, *data.values(), prev, digest))
                 prev = digest
-            conn.execute(_INSERT, rows)
-            conn.execute(_SET_HEAD if has_head else _NEW_HEAD, {"seq": seq, "hash": prev})
-        return [row["seq"] for row in rows]
+            cursor.executemany(sql.insert, rows)
+            cursor.execute(sql.set_head if has_head else sql.new_head, (seq, prev))
+            if sqlite:
+                cursor.execute("COMMIT")
+            else:
+                self._raw.commit()
+        finally:
+            cursor.close()
+        return list(range(first, seq + 1))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._raw is not None:
+                self._raw.close()
+                self._raw = None
 
 
-# Built once: on the request path SQLAlchemy then reuses their compiled form.
-_INSERT = insert(cast(Table, AuditRow.__table__))
-_HEAD = select(AuditHeadRow.seq, AuditHeadRow.hash).where(AuditHeadRow.id == 1)
-_SET_HEAD = (update(AuditHeadRow).where(AuditHeadRow.id == 1)
-             .values(seq=bindparam("seq"), hash=bindparam("hash")))
-_NEW_HEAD = insert(AuditHeadRow).values(id=1, seq=bindparam("seq"),
-                                                  hash=bindparam("hash"))
-_LAST = select(AuditRow.seq, AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1)
+_COLUMNS = ("seq", *_FIELDS, "prev_hash", "hash")
 
 
-def _head(conn: Connection) -> tuple[int, str, bool]:
-    """The last (seq, hash) and whether the head record exists; without one (a new log, or a
-    deleted head), the last row is used, so the log never restarts at 1 over old entries."""
-    head = conn.execute(_HEAD).first()
-    if head is not None:
-        return int(head.seq), str(head.hash), True
-    last = conn.execute(_LAST).first()
-    if last is None:
-        return 0, GENESIS, False
-    return int(last.seq), str(last.hash), False
+@dataclass(frozen=True)
+class _Sql:
+    insert: str
+    head: str
+    last: str
+    set_head: str
+    new_head: str
+    lock: str
+
+
+@functools.cache
+def _raw_sql(paramstyle: str) -> _Sql:
+    """The append statements in the driver's placeholder style (names are constants)."""
+    mark = "?" if paramstyle == "qmark" else "%s"
+    log, head = AuditRow.__tablename__, AuditHeadRow.__tablename__
+    return _Sql(
+        insert=(f"INSERT INTO {log} ({', '.join(_COLUMNS)}) "  # noqa: S608
+                f"VALUES ({', '.join([mark] * len(_COLUMNS))})"),
+        head=f"SELECT seq, hash FROM {head} WHERE id = 1",  # noqa: S608
+        last=f"SELECT seq, hash FROM {log} ORDER BY seq DESC LIMIT 1",  # noqa: S608
+        set_head=f"UPDATE {head} SET seq = {mark}, hash = {mark} WHERE id = 1",  # noqa: S608
+        new_head=f"INSERT INTO {head} (id, seq, hash) VALUES (1, {mark}, {mark})",  # noqa: S608
+        lock=(f"SELECT pg_advisory_xact_lock(hashtextextended({mark} || '/' || "
+              "current_schema(), 0))"),
+    )
 
 
 # -- group commit ------------------------------------------------------------------------------
 
 
 class AuditWriter:
-    """Group commit on a background thread: ``submit(entry)`` returns a future resolved with
-    the entry's sequence number once its transaction has committed (or with the error that
-    stopped it). Entries submitted while a commit runs go together in the next one, so the
-    cost of a commit is shared by every request waiting on it.
+    """Group commit: ``submit(entry)`` returns a future resolved with the entry's sequence
+    number once its transaction has committed (or with the error that stopped it);
+    ``write(entry)`` blocks until then. Entries that arrive while a commit runs go together
+    in the next one, so the cost of a commit is shared by every request waiting on it.
+
+    Whoever finds no commit running leads the next one: a request thread calling ``write``
+    (no hand-off to another thread when the log is idle: that hand-off cost more than a
+    SQLite commit), or the background thread, which serves ``submit`` and flushes on close.
 
     ``max_batch`` bounds one transaction; ``max_pending`` bounds memory: beyond it, submit
     fails with :class:`AuditUnavailable` (the gateway answers 503 rather than serve
@@ -217,44 +284,86 @@ class AuditWriter:
         self.max_batch = max_batch
         self.max_pending = max_pending
         self._pending: deque[tuple[AuditEntry, Future[int]]] = deque()
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # request threads waiting for their commit
+        self._idle = threading.Condition(lock)  # the background thread, between batches
         self._closing = False
+        self._leading = False  # a commit is running
         self._thread = threading.Thread(target=self._run, name="bastion-audit-writer",
                                         daemon=True)
         self._thread.start()
 
-    def submit(self, entry: AuditEntry) -> Future[int]:
+    def _enqueue(self, entry: AuditEntry) -> Future[int]:
         future: Future[int] = Future()
-        with self._cond:
-            if self._closing:
-                raise AuditUnavailable("the audit writer is closed")
-            if len(self._pending) >= self.max_pending:
-                raise AuditUnavailable(f"{self.max_pending} audit entries already wait to be "
-                                       "written: the database is too slow or unreachable")
-            self._pending.append((entry, future))
-            self._cond.notify()
+        if self._closing:
+            raise AuditUnavailable("the audit writer is closed")
+        if len(self._pending) >= self.max_pending:
+            raise AuditUnavailable(f"{self.max_pending} audit entries already wait to be "
+                                   "written: the database is too slow or unreachable")
+        self._pending.append((entry, future))
         return future
 
-    def _take(self) -> list[tuple[AuditEntry, Future[int]]] | None:
+    def submit(self, entry: AuditEntry) -> Future[int]:
         with self._cond:
-            while not self._pending and not self._closing:
-                self._cond.wait()
-            if not self._pending:
-                return None  # closing, and nothing left
-            count = min(len(self._pending), self.max_batch)
-            return [self._pending.popleft() for _ in range(count)]
+            future = self._enqueue(entry)
+            self._idle.notify()  # the background thread leads for submitted entries
+        return future
 
-    def _run(self) -> None:
-        while (batch := self._take()) is not None:
-            try:
-                seqs = self.log.append_many([entry for entry, _ in batch])
-            except Exception as exc:  # every waiter learns it; the thread keeps serving
-                _log.error("audit log: %d entries not written: %s", len(batch), exc)
-                for _, future in batch:
-                    _resolve(future, exc=exc)
-                continue
+    def write(self, entry: AuditEntry, timeout: float = 30.0) -> int:
+        """Append ``entry`` and return its sequence number once committed (leading the
+        commit when none runs)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            future = self._enqueue(entry)
+        while True:
+            with self._cond:
+                batch = None
+                while not future.done():
+                    batch = self._lead()
+                    if batch is not None:
+                        break
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise AuditUnavailable(f"the audit entry was not committed within "
+                                               f"{timeout:g} s")
+                    self._cond.wait(left)
+            if batch is None:
+                return future.result()
+            self._commit(batch)
+
+    def _lead(self) -> list[tuple[AuditEntry, Future[int]]] | None:
+        """Take the next batch if no commit runs (call with the condition held)."""
+        if self._leading or not self._pending:
+            return None
+        self._leading = True
+        count = min(len(self._pending), self.max_batch)
+        return [self._pending.popleft() for _ in range(count)]
+
+    def _commit(self, batch: list[tuple[AuditEntry, Future[int]]]) -> None:
+        try:
+            seqs = self.log.append_many([entry for entry, _ in batch])
+        except Exception as exc:  # every waiter learns it; the writer keeps serving
+            _log.error("audit log: %d entries not written: %s", len(batch), exc)
+            for _, future in batch:
+                _resolve(future, exc=exc)
+        else:
             for (_, future), seq in zip(batch, seqs, strict=True):
                 _resolve(future, seq=seq)
+        finally:
+            with self._cond:
+                self._leading = False
+                self._cond.notify_all()
+                if self._pending or self._closing:
+                    self._idle.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while (batch := self._lead()) is None:
+                    if self._closing and not self._pending and not self._leading:
+                        return
+                    self._idle.wait()
+            self._commit(batch)
 
     @property
     def pending(self) -> int:
@@ -265,6 +374,7 @@ class AuditWriter:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
+            self._idle.notify()
         self._thread.join(timeout)
         with self._cond:
             left = list(self._pending)
@@ -272,6 +382,8 @@ class AuditWriter:
         for _, future in left:
             _resolve(future, exc=AuditUnavailable("the audit writer closed before this entry "
                                                   "was written"))
+        if not self._thread.is_alive():
+            self.log.close()
 
     def __enter__(self) -> AuditWriter:
         return self

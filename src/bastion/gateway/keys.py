@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 
-from bastion.db import StorageError, storage_errors
+from bastion.db import StorageError, as_json, as_utc, fetch_one, storage_errors
 from bastion.errors import UsageError
 from bastion.gateway.errors import AuthError, NotFound
 from bastion.gateway.principals import Principal, check_name
@@ -204,6 +204,10 @@ def parse_token(token: object) -> str:
     return match.group(1)
 
 
+_KEY_ROW = (f"SELECT hash, principal, groups, expires_at, revoked_at "  # noqa: S608 - constant
+            f"FROM {ApiKeyRow.__tablename__} WHERE key_id = ?")
+
+
 class KeyAuthenticator:
     """Turns an API key into a :class:`Principal`, or raises :class:`AuthError` with reason
     ``malformed``, ``unknown``, ``invalid``, ``revoked``, ``expired`` (or ``busy`` when too
@@ -218,25 +222,24 @@ class KeyAuthenticator:
         self._cache: dict[str, tuple[bytes, str]] = {}
         self._lock = threading.Lock()
         self._hashing = threading.BoundedSemaphore(max_concurrent_hashes)
-        self._query = (select(ApiKeyRow.hash, ApiKeyRow.principal, ApiKeyRow.groups,
-                              ApiKeyRow.expires_at, ApiKeyRow.revoked_at)
-                       .where(ApiKeyRow.key_id == bindparam("key_id")))
 
     def authenticate(self, token: str, *, now: datetime | None = None) -> Principal:
         key_id = parse_token(token)
-        with storage_errors(self.engine), self.engine.connect() as conn:
-            row = conn.execute(self._query, {"key_id": key_id}).first()
+        # Every request re-reads the row, so a revocation takes effect at once.
+        row = fetch_one(self.engine, _KEY_ROW, (key_id,))
         if row is None:
             raise AuthError("unknown", "unknown API key")
+        stored, principal, groups, expires_at, revoked_at = row
         digest = hashlib.sha256(token.encode("ascii")).digest()
         cached = self._cache.get(key_id)
-        if cached is None or cached[1] != row.hash or not hmac.compare_digest(cached[0], digest):
-            self._remember(key_id, digest, self._check(key_id, token, row.hash))
-        if row.revoked_at is not None:
+        if cached is None or cached[1] != stored or not hmac.compare_digest(cached[0], digest):
+            self._remember(key_id, digest, self._check(key_id, token, stored))
+        if revoked_at is not None:
             raise AuthError("revoked", "API key revoked")
-        if row.expires_at is not None and row.expires_at <= (now or datetime.now(UTC)):
+        expires = as_utc(expires_at)
+        if expires is not None and expires <= (now or datetime.now(UTC)):
             raise AuthError("expired", "API key expired")
-        return Principal(name=row.principal, groups=frozenset(row.groups or ()), via="key",
+        return Principal(name=principal, groups=frozenset(as_json(groups) or ()), via="key",
                          key_id=key_id)
 
     def _check(self, key_id: str, token: str, stored: str) -> str:
