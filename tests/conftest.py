@@ -26,7 +26,7 @@ SHARED_SCHEMAS = Path(__file__).resolve().parents[1] / ".." / "shared" / "schema
 
 #: Environment variables the CLI reads; a developer's shell must not change test results.
 _BASTION_ENV = ("BASTION_FORMAT", "BASTION_OUTPUT", "BASTION_POLICY", "BASTION_FAIL_ON",
-                "BASTION_QUIET", "BASTION_DEBUG")
+                "BASTION_QUIET", "BASTION_DEBUG", "BASTION_CACHE", "BASTION_JOBS", "BASTION_RAY")
 
 
 @pytest.fixture(autouse=True)

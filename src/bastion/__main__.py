@@ -1,3 +1,6 @@
 from bastion.cli import main
 
-main()
+# Guarded: worker processes (forkserver, spawn) import the main module of ``python -m
+# bastion`` again, and must not run the command line a second time.
+if __name__ == "__main__":
+    main()

@@ -30,6 +30,8 @@ def default_analyzers() -> tuple[Analyzer, ...]:
                      "supply", _package_like),
         LazyAnalyzer("bastion.sign.analyzer:SignatureAnalyzer", "model-signature", "sign",
                      _json_like),
+        LazyAnalyzer("bastion.exposure.analyzer:ExposureAnalyzer", "infra-exposure", "infra",
+                     _config_like),
     )
 
 
@@ -62,15 +64,34 @@ def _json_like(target: Target) -> bool:
     return target.head.lstrip()[:1] == b"{"
 
 
+_CONFIG_SUFFIXES = (".properties", ".yaml", ".yml", ".ini", ".sh", ".bash", ".env",
+                    ".dockerfile", ".containerfile")
+_CONFIG_NAMES = frozenset({"procfile", "entrypoint", "docker-entrypoint", "start", "run"})
+
+
+def _config_like(target: Target) -> bool:
+    """ML platform configuration by name (a text file): the infra analyzer decides on content."""
+    name = target.name.lower()
+    if b"\0" in target.head[:1024]:
+        return False
+    return (name.endswith(_CONFIG_SUFFIXES) or name in _CONFIG_NAMES
+            or name.startswith(("dockerfile", "containerfile"))
+            or (name.startswith("jupyter") and name.endswith(("_config.py", "_config.json")))
+            or (name.endswith(".json") and b'"apiVersion"' in target.head))
+
+
 def all_rules() -> tuple[Rule, ...]:
     """Every rule Bastion can raise, core rules first, each id once."""
+    from bastion.exposure.rules import RULES as INFRA_RULES
+    from bastion.scale.rules import RULES as INPUT_RULES
     from bastion.scan import model_rules
     from bastion.sign.rules import RULES as SIGN_RULES
     from bastion.supply.heuristics import RULES as HEURISTIC_RULES
     from bastion.supply.rules import RULES as SUPPLY_RULES
 
     seen: dict[str, Rule] = {}
-    for rule in (*CORE_RULES, *model_rules(), *SUPPLY_RULES, *HEURISTIC_RULES, *SIGN_RULES):
+    for rule in (*CORE_RULES, *INPUT_RULES, *model_rules(), *SUPPLY_RULES, *HEURISTIC_RULES,
+                 *SIGN_RULES, *INFRA_RULES):
         seen.setdefault(rule.id, rule)
     return tuple(seen.values())
 

@@ -332,8 +332,12 @@ class Skipped:
 class ScanStats:
     files: int = 0
     bytes: int = 0
+    #: Files an analyzer handled (claimed), whether analysed now or taken from the cache.
     analyzed: int = 0
     seconds: float = 0.0
+    #: Of the analysed files, how many had their findings from the result cache
+    #: (``bastion scan --cache``); 0 without a cache.
+    cached: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

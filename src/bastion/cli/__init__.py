@@ -20,14 +20,15 @@ if TYPE_CHECKING:
 
 
 def main() -> None:
-    from bastion.cli.fast import run_fast
+    from bastion.cli.fast import optional_values, run_fast
 
-    code = run_fast(sys.argv[1:])
+    argv = optional_values(sys.argv[1:])
+    code = run_fast(argv)
     if code is not None:
         sys.exit(code)
     from bastion.cli.commands import app
 
-    app()
+    app(args=argv)
 
 
 def __getattr__(name: str) -> Any:

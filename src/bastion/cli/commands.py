@@ -13,6 +13,7 @@ from bastion import __version__
 from bastion.cli import audit as audit_cmd
 from bastion.cli import db as db_cmd
 from bastion.cli import gateway as gateway_cmd
+from bastion.cli import probe as probe_cmd
 from bastion.cli import rules as rules_cmd
 from bastion.cli import sbom as sbom_cmd
 from bastion.cli import scan as scan_cmd
@@ -54,6 +55,7 @@ app.command("sbom")(sbom_cmd.sbom)
 app.command("sign")(sign_cmd.sign)
 app.command("verify")(sign_cmd.verify)
 app.command("keygen")(sign_cmd.keygen)
+app.command("probe")(probe_cmd.probe)
 app.add_typer(gateway_cmd.models_app, name="models")
 app.add_typer(gateway_cmd.keys_app, name="keys")
 app.add_typer(gateway_cmd.access_app, name="access")

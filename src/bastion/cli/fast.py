@@ -23,6 +23,8 @@ _VALUE_OPTIONS = {"-f": "format", "--format": "format", "-o": "output", "--outpu
                   "-p": "policy", "--policy": "policy", "--fail-on": "fail_on"}
 _ENV = {"format": "BASTION_FORMAT", "output": "BASTION_OUTPUT", "policy": "BASTION_POLICY",
         "fail_on": "BASTION_FAIL_ON"}
+#: Bulk-scan settings from the environment: the Typer command handles those.
+_BULK_ENV = ("BASTION_CACHE", "BASTION_JOBS", "BASTION_RAY")
 _TRUE = {"1", "true", "yes", "y", "on", "t"}
 _FALSE = {"0", "false", "no", "n", "off", "f", ""}
 
@@ -55,7 +57,7 @@ def run_fast(argv: Sequence[str]) -> int | None:
     if not argv or argv[0] != "scan":
         return None
     parsed = _parse(argv[1:])
-    if parsed is None or not parsed[0]:
+    if parsed is None or not parsed[0] or any(os.environ.get(env) for env in _BULK_ENV):
         return None
     paths, values, quiet = parsed
     for key, env in _ENV.items():
@@ -111,3 +113,42 @@ def _error(message: str, hint: str | None, code: int = EXIT_ERROR) -> int:
     if hint:
         console.print(f"  hint: {hint}", markup=False, highlight=False)
     return code
+
+
+#: Options whose value is optional on the command line: ``--cache`` alone means the default
+#: database, ``--ray`` alone ``ray.init()``'s choice. Click has no clean optional value, so
+#: :func:`optional_values` rewrites a bare flag as ``--flag=default`` before parsing.
+_OPTIONAL_VALUES = {"--cache", "--ray"}
+
+
+def _is_value(option: str, arg: str) -> bool:
+    """Whether ``arg`` after ``option`` is its value rather than a path to scan."""
+    import re
+
+    if option == "--cache":
+        return "://" in arg
+    return re.fullmatch(r"auto|local|default|ray://\S+|[A-Za-z0-9.\-]+:\d{1,5}", arg) is not None
+
+
+def optional_values(argv: list[str]) -> list[str]:
+    """``bastion scan`` arguments with a bare ``--cache``/``--ray`` given its default value
+    (``bastion.cli.main`` applies it to the command line before either parser sees it)."""
+    if not argv or argv[0] != "scan":
+        return argv
+    out = [argv[0]]
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            out.extend(argv[i:])
+            break
+        if arg in _OPTIONAL_VALUES:
+            if i + 1 < len(argv) and _is_value(arg, argv[i + 1]):
+                out.extend((arg, argv[i + 1]))
+                i += 2
+                continue
+            out.append(f"{arg}=default")
+        else:
+            out.append(arg)
+        i += 1
+    return out

@@ -80,7 +80,10 @@ def report_schema() -> dict[str, Any]:
                 "properties": {"path": {"type": "string"}, "reason": {"type": "string"}}}},
             "stats": {"type": "object", "properties": {
                 "files": {"type": "integer"}, "bytes": {"type": "integer"},
-                "analyzed": {"type": "integer"}, "seconds": {"type": "number"}}},
+                "analyzed": {"type": "integer"}, "seconds": {"type": "number"},
+                "cached": {"type": "integer", "minimum": 0,
+                           "description": "Of the analysed files, those whose findings came "
+                                          "from the result cache (optional; 0 without one)."}}},
             "notes": {"type": "array", "items": {"type": "string"}},
             "summary": {"type": "object", "properties": {
                 "passed": {"type": "boolean"},

@@ -68,8 +68,9 @@ def summary_line(report: Report) -> Text:
         text.append(f" · {suppressed} suppressed")
     stats = report.stats
     text.append(f" · {stats.files} file{'s' if stats.files != 1 else ''} "
-                f"({_size(stats.bytes)}), {stats.analyzed} analysed, "
-                f"{len(report.skipped)} skipped in {stats.seconds:.2f}s", style="dim")
+                f"({_size(stats.bytes)}), {stats.analyzed} analysed"
+                + (f" ({stats.cached} from cache)" if stats.cached else "")
+                + f", {len(report.skipped)} skipped in {stats.seconds:.2f}s", style="dim")
     return text
 
 
