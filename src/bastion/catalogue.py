@@ -82,6 +82,7 @@ def _config_like(target: Target) -> bool:
 
 def all_rules() -> tuple[Rule, ...]:
     """Every rule Bastion can raise, core rules first, each id once."""
+    from bastion.assess.rules import RULES as ASSESS_RULES
     from bastion.exposure.rules import RULES as INFRA_RULES
     from bastion.scale.rules import RULES as INPUT_RULES
     from bastion.scan import model_rules
@@ -91,7 +92,7 @@ def all_rules() -> tuple[Rule, ...]:
 
     seen: dict[str, Rule] = {}
     for rule in (*CORE_RULES, *INPUT_RULES, *model_rules(), *SUPPLY_RULES, *HEURISTIC_RULES,
-                 *SIGN_RULES, *INFRA_RULES):
+                 *SIGN_RULES, *INFRA_RULES, *ASSESS_RULES):
         seen.setdefault(rule.id, rule)
     return tuple(seen.values())
 

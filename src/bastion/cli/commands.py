@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from bastion import __version__
+from bastion.cli import assess as assess_cmd
 from bastion.cli import audit as audit_cmd
 from bastion.cli import db as db_cmd
 from bastion.cli import gateway as gateway_cmd
@@ -61,6 +62,7 @@ app.add_typer(gateway_cmd.keys_app, name="keys")
 app.add_typer(gateway_cmd.access_app, name="access")
 app.add_typer(gateway_cmd.audit_log_app, name="audit-log")
 app.command("serve")(serve_cmd.serve)
+app.command("assess")(assess_cmd.assess)
 
 
 def main() -> None:
