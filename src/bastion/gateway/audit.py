@@ -152,10 +152,6 @@ class AuditLog:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        # Appends go straight to the driver over one connection kept for the log: the
-        # SQLAlchemy connection/transaction bookkeeping cost more than the commit itself.
-        self._raw: Any = None
-        self._lock = threading.Lock()
 
     def append(self, entry: AuditEntry) -> int:
         """Append one entry and commit; its sequence number."""
@@ -167,28 +163,28 @@ class AuditLog:
         Serialized with every other appender of the same database, in this process and in
         others: SQLite by ``BEGIN IMMEDIATE`` (the file's write lock), PostgreSQL by a
         transaction-scoped advisory lock (released by COMMIT/ROLLBACK, so a killed process
-        never leaves it held)."""
+        never leaves it held). The statements go straight to the driver over a pooled
+        connection: SQLAlchemy's connection and transaction bookkeeping cost more than the
+        commit itself (112 against 45 µs of CPU per SQLite append, measured)."""
         if not entries:
             return []
-        with self._lock, storage_errors(self.engine):
-            if self._raw is None:
-                self._raw = self.engine.raw_connection()
+        with storage_errors(self.engine):
+            raw = self.engine.raw_connection()
             try:
-                return self._append(entries)
+                return self._append(raw, entries)
             except BaseException:
-                raw, self._raw = self._raw, None
                 try:
                     raw.rollback()
-                except Exception:  # noqa: S110 - the connection is dropped anyway
-                    pass
-                finally:
-                    raw.invalidate()
+                except Exception:
+                    raw.invalidate()  # the connection is in an unknown state: drop it
                 raise
+            finally:
+                raw.close()
 
-    def _append(self, entries: Sequence[AuditEntry]) -> list[int]:
+    def _append(self, raw: Any, entries: Sequence[AuditEntry]) -> list[int]:
         sql = _raw_sql(self.engine.dialect.paramstyle)
         sqlite = self.engine.dialect.name == "sqlite"
-        cursor = self._raw.cursor()
+        cursor = raw.cursor()
         try:
             if sqlite:
                 cursor.execute("BEGIN IMMEDIATE")
@@ -216,16 +212,11 @@ class AuditLog:
             if sqlite:
                 cursor.execute("COMMIT")
             else:
-                self._raw.commit()
+                raw.commit()
         finally:
             cursor.close()
         return list(range(first, seq + 1))
 
-    def close(self) -> None:
-        with self._lock:
-            if self._raw is not None:
-                self._raw.close()
-                self._raw = None
 
 
 _COLUMNS = ("seq", *_FIELDS, "prev_hash", "hash")
@@ -382,8 +373,6 @@ class AuditWriter:
         for _, future in left:
             _resolve(future, exc=AuditUnavailable("the audit writer closed before this entry "
                                                   "was written"))
-        if not self._thread.is_alive():
-            self.log.close()
 
     def __enter__(self) -> AuditWriter:
         return self
