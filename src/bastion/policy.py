@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import re
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -160,6 +159,8 @@ def find_policy(start: Path) -> Path | None:
             return candidate
         pyproject = folder / PYPROJECT
         if pyproject.is_file():
+            import tomllib  # only when there is a file to read: start-up matters
+
             try:
                 data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
@@ -177,6 +178,8 @@ def load_policy(path: Path, known_rules: Iterable[str] | None = None) -> Policy:
         raise PolicyError(f"{path}: policy file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError(f"{path}: cannot read policy file: {exc}") from None
+    import tomllib
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

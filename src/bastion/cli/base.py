@@ -55,13 +55,15 @@ def write_atomic(path: Path, text: str) -> None:
         raise UsageError(f"--output {path} is a folder")
     if not target.parent.is_dir():
         raise UsageError(f"--output {path}: folder {target.parent} does not exist")
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    # A private temporary name beside the target (what tempfile.mkstemp does, without the
+    # module's import cost on every scan that writes a report).
+    tmp = str(target.parent / f".{target.name}.{os.urandom(8).hex()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+                 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        # mkstemp makes the file private (0600); a report gets the usual mode a shell gives.
+        # The file was made private (0600); a report gets the usual mode a shell gives.
         umask = os.umask(0o022)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
