@@ -58,21 +58,33 @@ def write_model(path: Path, size: str) -> int:
     prev, prev_dim = "x", inputs
     for i in range(depth):
         w = (rng.normal(size=(prev_dim, width)) / np.sqrt(prev_dim)).astype(np.float32)
-        inits += [helper.make_tensor(f"W{i}", TensorProto.FLOAT, w.shape, w.flatten().tolist()),
-                  helper.make_tensor(f"B{i}", TensorProto.FLOAT, (width,), [0.0] * width)]
-        nodes += [helper.make_node("MatMul", [prev, f"W{i}"], [f"m{i}"]),
-                  helper.make_node("Add", [f"m{i}", f"B{i}"], [f"a{i}"]),
-                  helper.make_node("Relu", [f"a{i}"], [f"h{i}"])]
+        inits += [
+            helper.make_tensor(f"W{i}", TensorProto.FLOAT, w.shape, w.flatten().tolist()),
+            helper.make_tensor(f"B{i}", TensorProto.FLOAT, (width,), [0.0] * width),
+        ]
+        nodes += [
+            helper.make_node("MatMul", [prev, f"W{i}"], [f"m{i}"]),
+            helper.make_node("Add", [f"m{i}", f"B{i}"], [f"a{i}"]),
+            helper.make_node("Relu", [f"a{i}"], [f"h{i}"]),
+        ]
         prev, prev_dim = f"h{i}", width
     w = (rng.normal(size=(prev_dim, 10)) / np.sqrt(prev_dim)).astype(np.float32)
-    inits += [helper.make_tensor("Wo", TensorProto.FLOAT, w.shape, w.flatten().tolist()),
-              helper.make_tensor("Bo", TensorProto.FLOAT, (10,), [0.0] * 10)]
-    nodes += [helper.make_node("MatMul", [prev, "Wo"], ["z0"]),
-              helper.make_node("Add", ["z0", "Bo"], ["z1"]),
-              helper.make_node("Softmax", ["z1"], ["probs"], axis=1)]
+    inits += [
+        helper.make_tensor("Wo", TensorProto.FLOAT, w.shape, w.flatten().tolist()),
+        helper.make_tensor("Bo", TensorProto.FLOAT, (10,), [0.0] * 10),
+    ]
+    nodes += [
+        helper.make_node("MatMul", [prev, "Wo"], ["z0"]),
+        helper.make_node("Add", ["z0", "Bo"], ["z1"]),
+        helper.make_node("Softmax", ["z1"], ["probs"], axis=1),
+    ]
     graph = helper.make_graph(
-        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, inputs])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [None, 10])], inits)
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, inputs])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [None, 10])],
+        inits,
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return inputs
 
@@ -81,7 +93,7 @@ def wait_ready(url: str, deadline: float = 60.0) -> None:
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback
+            with urllib.request.urlopen(url, timeout=1):
                 return
         except OSError:
             time.sleep(0.2)
@@ -89,8 +101,9 @@ def wait_ready(url: str, deadline: float = 60.0) -> None:
 
 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -101,9 +114,23 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def load(url: str, body: Path, headers: list[str], connections: int, seconds: float) -> dict[str, float]:
-    cmd = [PYTHON, str(HERE / "loadgen.py"), "--url", url, "--body", str(body),
-           "--connections", str(connections), "--seconds", str(seconds), "--warmup", "1"]
+def load(
+    url: str, body: Path, headers: list[str], connections: int, seconds: float
+) -> dict[str, float]:
+    cmd = [
+        PYTHON,
+        str(HERE / "loadgen.py"),
+        "--url",
+        url,
+        "--body",
+        str(body),
+        "--connections",
+        str(connections),
+        "--seconds",
+        str(seconds),
+        "--warmup",
+        "1",
+    ]
     for h in headers:
         cmd += ["--header", h]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -111,7 +138,9 @@ def load(url: str, body: Path, headers: list[str], connections: int, seconds: fl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--batch", type=int, default=1, help="inputs per request")
@@ -124,9 +153,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bastion-gw-bench-"))
     model = work / "mlp.onnx"
     features = write_model(model, args.model)
-    (work / "schema.json").write_text(json.dumps(
-        {"shape": [None, features], "dtype": "float32", "min": -10, "max": 10,
-         "max_batch": 256}))
+    (work / "schema.json").write_text(
+        json.dumps(
+            {"shape": [None, features], "dtype": "float32", "min": -10, "max": 10, "max_batch": 256}
+        )
+    )
     body = work / "body.json"
     import numpy as np
 
@@ -149,31 +180,63 @@ def main() -> None:
         env["BASTION_GATEWAY_REDIS_PREFIX"] = "bench-" + uuid.uuid4().hex[:8]
 
     def cli(*argv: str) -> str:
-        return subprocess.run([BASTION, *argv], env=env, capture_output=True, text=True,
-                              check=True).stdout
+        return subprocess.run(
+            [BASTION, *argv], env=env, capture_output=True, text=True, check=True
+        ).stdout
 
     if schema:  # the CLI reads the schema from the gateway settings, as serve does
         env["BASTION_GATEWAY_DB_SCHEMA"] = schema
-    cli("models", "add", "mlp", str(model), "--loader", "onnx", "--schema", str(work / "schema.json"))
-    secret = next(line.split()[1] for line in cli("keys", "create", "--principal", "bench").splitlines()
-                  if line.startswith("secret:"))
+    cli(
+        "models",
+        "add",
+        "mlp",
+        str(model),
+        "--loader",
+        "onnx",
+        "--schema",
+        str(work / "schema.json"),
+    )
+    secret = next(
+        line.split()[1]
+        for line in cli("keys", "create", "--principal", "bench").splitlines()
+        if line.startswith("secret:")
+    )
     cli("access", "grant", "user:bench", "mlp", "scores")
 
     gport, bport = free_port(), free_port()
-    gateway = start([BASTION, "serve", "--port", str(gport), "--log-level", "warning"], env,
-                    work / "gateway.log")
+    gateway = start(
+        [BASTION, "serve", "--port", str(gport), "--log-level", "warning"],
+        env,
+        work / "gateway.log",
+    )
     bare_env = dict(env, BARE_MODEL=str(model), PYTHONPATH=str(HERE))
-    bare = start([PYTHON, "-m", "uvicorn", "--factory", "bare_app:create", "--port", str(bport),
-                  "--log-level", "warning", "--no-access-log", "--no-server-header"], bare_env,
-                 work / "bare.log")
+    bare = start(
+        [
+            PYTHON,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "bare_app:create",
+            "--port",
+            str(bport),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "--no-server-header",
+        ],
+        bare_env,
+        work / "bare.log",
+    )
     results: dict[str, dict[str, list[float]]] = {}
     try:
         wait_ready(f"http://127.0.0.1:{gport}/readyz")
         wait_ready(f"http://127.0.0.1:{bport}/docs")
         targets = {
             "bare": (f"http://127.0.0.1:{bport}/v1/models/mlp/predict", []),
-            "gateway": (f"http://127.0.0.1:{gport}/v1/models/mlp/predict",
-                        [f"Authorization: Bearer {secret}"]),
+            "gateway": (
+                f"http://127.0.0.1:{gport}/v1/models/mlp/predict",
+                [f"Authorization: Bearer {secret}"],
+            ),
         }
         for rnd in range(args.rounds):
             order = list(targets) if rnd % 2 == 0 else list(reversed(targets))
@@ -187,8 +250,9 @@ def main() -> None:
                     for key in ("p50_ms", "p99_ms", "rps"):
                         slot.setdefault(key, []).append(r[key])
             print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr)
-        verify = subprocess.run([BASTION, "audit-log", "verify"], env=env, capture_output=True,
-                                text=True)
+        verify = subprocess.run(
+            [BASTION, "audit-log", "verify"], env=env, capture_output=True, text=True
+        )
     finally:
         stop(gateway)
         stop(bare)
@@ -204,17 +268,27 @@ def main() -> None:
         "|---|---|---|---|---|",
     ]
     b, g = med["bare/latency"], med["gateway/latency"]
-    lines.append(f"| p50 latency, 1 connection (ms) | {b['p50_ms']:.3f} | {g['p50_ms']:.3f} | "
-                 f"+{g['p50_ms'] - b['p50_ms']:.3f} ms | ≤ +1 ms |")
-    lines.append(f"| p99 latency, 1 connection (ms) | {b['p99_ms']:.3f} | {g['p99_ms']:.3f} | "
-                 f"+{g['p99_ms'] - b['p99_ms']:.3f} ms | |")
+    lines.append(
+        f"| p50 latency, 1 connection (ms) | {b['p50_ms']:.3f} | {g['p50_ms']:.3f} | "
+        f"+{g['p50_ms'] - b['p50_ms']:.3f} ms | ≤ +1 ms |"
+    )
+    lines.append(
+        f"| p99 latency, 1 connection (ms) | {b['p99_ms']:.3f} | {g['p99_ms']:.3f} | "
+        f"+{g['p99_ms'] - b['p99_ms']:.3f} ms | |"
+    )
     bt, gt = med["bare/throughput"], med["gateway/throughput"]
-    lines.append(f"| p50 latency, {args.connections} connections (ms) | {bt['p50_ms']:.3f} | "
-                 f"{gt['p50_ms']:.3f} | +{gt['p50_ms'] - bt['p50_ms']:.3f} ms | |")
-    lines.append(f"| p99 latency, {args.connections} connections (ms) | {bt['p99_ms']:.3f} | "
-                 f"{gt['p99_ms']:.3f} | +{gt['p99_ms'] - bt['p99_ms']:.3f} ms | |")
-    lines.append(f"| throughput, {args.connections} connections (req/s) | {bt['rps']:.0f} | "
-                 f"{gt['rps']:.0f} | {gt['rps'] / bt['rps']:.2f}x | ≥ 0.9x |")
+    lines.append(
+        f"| p50 latency, {args.connections} connections (ms) | {bt['p50_ms']:.3f} | "
+        f"{gt['p50_ms']:.3f} | +{gt['p50_ms'] - bt['p50_ms']:.3f} ms | |"
+    )
+    lines.append(
+        f"| p99 latency, {args.connections} connections (ms) | {bt['p99_ms']:.3f} | "
+        f"{gt['p99_ms']:.3f} | +{gt['p99_ms'] - bt['p99_ms']:.3f} ms | |"
+    )
+    lines.append(
+        f"| throughput, {args.connections} connections (req/s) | {bt['rps']:.0f} | "
+        f"{gt['rps']:.0f} | {gt['rps'] / bt['rps']:.2f}x | ≥ 0.9x |"
+    )
     lines += ["", f"Audit log after the run: {verify.stdout.strip() or verify.stderr.strip()}"]
     text = "\n".join(lines)
     print(text)

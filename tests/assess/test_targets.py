@@ -59,7 +59,7 @@ def test_endpoint_counts_queries_and_stops_at_its_budget(logistic, digits: EvalD
     with pytest.raises(BudgetExhausted):
         endpoint.predict(digits.holdout.x[:100])  # 649 spent: 100 more would pass 700
     offline = EndpointTarget("https://gateway.example/m", None, (4,), 2, (0.0, 1.0))
-    with pytest.raises(InputError, match="needs the gateway's client"):
+    with pytest.raises(InputError, match="needs a transport"):
         offline.predict(np.zeros((1, 4), dtype=np.float32))
 
 

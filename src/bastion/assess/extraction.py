@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 
 from bastion.assess.data import EvalData
 from bastion.assess.settings import AssessSettings
-from bastion.assess.targets import BudgetExhausted, Target, quietly
+from bastion.assess.targets import BudgetExhausted, QueriesRefused, Target, quietly
 
 LADDER = (50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000)
 SUBSTITUTE = "scikit-learn MLP (one hidden layer of 128), trained on the victim's labels"
@@ -87,7 +87,7 @@ def assess_extraction(target: Target, data: EvalData, settings: AssessSettings,
         say(f"copycat with {budget} queries")
         try:
             labels = np.concatenate([labels, target.predict(queries[len(labels):budget])])
-        except BudgetExhausted as exc:
+        except (BudgetExhausted, QueriesRefused) as exc:
             errors.append(f"copycat stopped at {len(labels)} queries: {exc}")
             break
         substitute = _train(queries[:budget], labels, seed)

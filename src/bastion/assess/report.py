@@ -139,7 +139,12 @@ def build_report(assessment: Assessment, policy: Policy, *, policy_source: str =
         stats=ScanStats(files=1, analyzed=1, seconds=round(assessment.seconds, 3)),
         notes=(f"assessed {assessment.description or assessment.family} on {assessment.data}: "
                f"{assessment.holdout_samples} unseen samples, {assessment.member_samples} "
-               f"training samples, {assessment.queries} queries",),
+               f"training samples, {assessment.queries} queries"
+               + (f", {assessment.endpoint.answered} answered by the gateway"
+                  if assessment.endpoint else "")
+               + (f", blocked as extraction after {assessment.endpoint.blocked_after}"
+                  if assessment.endpoint and assessment.endpoint.blocked_after is not None
+                  else ""),),
     )
 
 
@@ -209,6 +214,19 @@ def summary(assessment: Assessment) -> list[str]:
             f"{_pct(extraction.victim_accuracy)} accurate).")
     lines.append(f"The assessment sent {assessment.queries:,} queries in "
                  f"{assessment.seconds:.1f} s.")
+    endpoint = assessment.endpoint
+    if endpoint is not None:
+        lines.append(f"The gateway answered {endpoint.answered:,} queries in "
+                     f"{endpoint.requests:,} requests"
+                     + (f" and refused {endpoint.refused:,}" if endpoint.refused else "")
+                     + (f"; {endpoint.waited:.0f} s were spent waiting on its quota"
+                        if endpoint.waited >= 1 else "") + ".")
+        words = {"blocked_extraction": "blocked the assessment as a model-extraction attempt",
+                 "blocked_adversarial": "refused inputs as adversarial",
+                 "rate_limited": "ran out of quota for the assessment"}
+        for code, answered, _message in endpoint.refusals:
+            lines.append(f"The gateway {words.get(code, f'refused queries ({code})')} after "
+                         f"{answered:,} answered queries.")
     return lines
 
 

@@ -20,7 +20,39 @@ from bastion.assess.extraction import ExtractionResult, assess_extraction
 from bastion.assess.privacy import PrivacyResult, assess_privacy
 from bastion.assess.robustness import RobustnessResult, assess_robustness
 from bastion.assess.settings import AssessSettings
-from bastion.assess.targets import Target
+from bastion.assess.targets import EndpointTarget, Target
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointUsage:
+    """What assessing a live gateway cost, and whether the gateway stopped it."""
+
+    answered: int  # inputs the gateway answered (the queries spent)
+    refused: int  # inputs its detectors refused
+    requests: int  # HTTP requests
+    waited: float  # seconds spent honouring 429 Retry-After
+    #: (code, answered before it, message) for the first refusal of each kind.
+    refusals: tuple[tuple[str, int, str], ...] = ()
+
+    @property
+    def blocked_after(self) -> int | None:
+        """Answered queries before the extraction detector blocked the assessment."""
+        return next((n for code, n, _ in self.refusals if code == "blocked_extraction"), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"answered": self.answered, "refused": self.refused, "requests": self.requests,
+                "waited_seconds": round(self.waited, 3),
+                "refusals": [{"code": c, "after_answered": n, "message": m}
+                             for c, n, m in self.refusals]}
+
+    @classmethod
+    def of(cls, target: Target) -> EndpointUsage | None:
+        if not isinstance(target, EndpointTarget) or target.client is None:
+            return None
+        client = target.client
+        return cls(int(client.answered), int(client.refused), int(client.requests),
+                   float(client.waited),
+                   tuple((r.code, r.answered, r.message) for r in target.refusals.values()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +74,7 @@ class Assessment:
     queries: int
     seconds: float
     errors: tuple[str, ...] = ()
+    endpoint: EndpointUsage | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +89,7 @@ class Assessment:
             "extraction": self.extraction.to_dict() if self.extraction else None,
             "queries": self.queries, "seconds": round(self.seconds, 3),
             "errors": list(self.errors),
+            "endpoint": self.endpoint.to_dict() if self.endpoint else None,
         }
 
 
@@ -88,7 +122,7 @@ def run_assessment(target: Target, data: EvalData, settings: AssessSettings, *,
         clip_values=data.clip_values, holdout_samples=data.holdout.n_samples,
         member_samples=members, settings=settings, robustness=robustness, privacy=privacy,
         extraction=extraction, queries=target.queries, seconds=time.perf_counter() - began,
-        errors=tuple(errors))
+        errors=tuple(errors), endpoint=EndpointUsage.of(target))
 
 
 @contextmanager

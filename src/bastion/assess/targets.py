@@ -49,6 +49,23 @@ class BudgetExhausted(Exception):
         self.budget = budget
 
 
+class QueriesRefused(Exception):
+    """The target refused to answer: a live gateway's detector blocked the query
+    (``blocked_extraction``, ``blocked_adversarial``) or its quota is spent (``rate_limited``).
+    ``answered``: the queries it had answered before."""
+
+    def __init__(self, code: str, message: str, answered: int) -> None:
+        super().__init__(f"the gateway refused the query ({code}) after {answered} answered "
+                         f"queries: {message}")
+        self.code = code
+        self.message = message
+        self.answered = answered
+
+    def again(self, answered: int) -> QueriesRefused:
+        """The same refusal for a later query (a flagged principal stays refused)."""
+        return QueriesRefused(self.code, self.message, answered)
+
+
 @dataclass(frozen=True, slots=True)
 class ShadowModel:
     """An untrained model of the target's family (or a stand-in): fit, then predict."""
@@ -325,9 +342,11 @@ class EndpointTarget(Target):
     """A model behind a live gateway: black-box, every query through the gateway's API and
     counted against the principal's quota (``budget`` should not exceed it).
 
-    The HTTP transport arrives with the gateway's inference API; until then ``send`` is the
-    seam (a function from a batch to the endpoint's answer), which tests and the gateway's own
-    client plug into. Without it every query raises a clear error."""
+    ``send`` is the transport (a function from a batch to the endpoint's answer):
+    :class:`bastion.assess.endpoint.EndpointClient` over HTTP, as
+    :func:`bastion.assess.endpoint.endpoint_target` builds it. Without it every query raises
+    a clear error. ``refusals`` keeps the first refusal of each kind (a detector's block, a
+    spent quota), which the report states with the number of queries answered before it."""
 
     def __init__(self, url: str, api_key: str | None, input_shape: tuple[int, ...],
                  n_classes: int, clip_values: tuple[float, float], *,
@@ -338,6 +357,9 @@ class EndpointTarget(Target):
         self._api_key = api_key  # never logged, never part of the report
         self._send = send
         self.labels_only = labels_only
+        self.refusals: dict[str, QueriesRefused] = {}
+        #: The transport, when it reports more than answers (the HTTP client's counters).
+        self.client: Any = None
 
     @property
     def family(self) -> str:
@@ -345,9 +367,14 @@ class EndpointTarget(Target):
 
     def _scores(self, x: NDArray[np.float32]) -> Probabilities:
         if self._send is None:
-            raise InputError(f"{self.url}: assessing a live endpoint needs the gateway's "
-                             "client, which is not available yet")
-        return _as_scores(self._send(x), len(x), self.n_classes, self.labels_only)
+            raise InputError(f"{self.url}: assessing a live endpoint needs a transport "
+                             "(bastion.assess.endpoint.endpoint_target)")
+        try:
+            answer = self._send(x)
+        except QueriesRefused as exc:
+            self.refusals.setdefault(exc.code, exc)
+            raise
+        return _as_scores(answer, len(x), self.n_classes, self.labels_only)
 
     def __repr__(self) -> str:
         return f"EndpointTarget({self.url!r}, queries={self.queries})"

@@ -66,6 +66,21 @@ def assess(
     threads: int | None = typer.Option(
         None, "--threads", help="PyTorch threads while assessing (default: one per core; "
                                 "the demo uses one, its model is tiny)."),
+    endpoint: str | None = typer.Option(
+        None, "--endpoint", help="Assess a model served by `bastion serve` at this URL "
+                                 "instead of a file (black-box: every query through the "
+                                 "gateway; http only to loopback)."),
+    api_key: str | None = typer.Option(
+        None, "--api-key", envvar="BASTION_API_KEY", show_default=False,
+        help="The gateway key (or bearer token) of the principal to assess as."),
+    endpoint_model: str | None = typer.Option(
+        None, "--model", help="The served model's name (with --endpoint)."),
+    budget: int | None = typer.Option(
+        None, "--budget", min=1, help="Most queries the assessment may send (with "
+                                      "--endpoint; default: no limit but the quota)."),
+    max_wait: float = typer.Option(
+        60.0, "--max-wait", min=0, max=86_400,
+        help="Seconds the assessment may wait in all on the gateway's 429 Retry-After."),
     fmt: Format = FORMAT,
     output: Path | None = OUTPUT,
     policy_file: Path | None = POLICY,
@@ -79,7 +94,16 @@ def assess(
             fail("--format cyclonedx is for SBOMs; assess writes terminal, json, sarif or html")
         if demo and (data is not None or members is not None):
             fail("--demo trains its own model on its own data; drop --data/--members")
-        if not demo and model is None:
+        if endpoint is not None and (demo or model is not None or factory is not None):
+            fail("--endpoint assesses a served model: drop the model file, --demo and "
+                 "--factory")
+        if endpoint is None and (endpoint_model or budget):
+            fail("--model and --budget go with --endpoint URL")
+        if endpoint is not None and not endpoint_model:
+            fail("--endpoint needs the served model's name: --model NAME")
+        if endpoint is not None and not api_key:
+            fail("--endpoint needs a key: --api-key or the BASTION_API_KEY variable")
+        if not demo and model is None and endpoint is None:
             fail("give a model file and --data, or --demo",
                  "bastion assess --demo   |   bastion assess model.pt --data eval.npz")
         if not demo and data is None:
@@ -106,6 +130,21 @@ def assess(
 
                 progress("training the demo model")
                 target, evaluation, description = make_demo(model or "digits", settings.seed)
+            elif endpoint is not None:
+                from bastion.assess.data import load_dataset
+                from bastion.assess.endpoint import endpoint_target
+
+                assert data is not None
+                assert endpoint_model
+                assert api_key
+                holdout = load_dataset(data, label_column=label_column)
+                known = (load_dataset(members, label_column=label_column)
+                         if members is not None else None)
+                progress("connecting to the gateway")
+                target, evaluation = endpoint_target(endpoint, api_key, endpoint_model,
+                                                     holdout, known, budget=budget,
+                                                     max_wait=max_wait)
+                description = f"the gateway's model {endpoint_model!r}"
             else:
                 from bastion.assess.data import EvalData, load_dataset
                 from bastion.assess.targets import load_target

@@ -10,15 +10,18 @@ like a success:
 4. quota (429 with ``Retry-After``);
 5. the input schema (413/422);
 6. the model — loaded once per version, after re-checking its content digest;
-7. the output shaped by permission (labels only / rounded scores / top-k);
-8. the audit entry is committed before the answer leaves (every 200 is in the log).
+7. the model's attack detectors, when configured (:mod:`bastion.gateway.detectors`): a
+   principal flagged for extraction is refused before step 4 in block mode; after the model
+   answers, feature squeezing screens the inputs and the extraction monitor records them
+   (403 ``blocked_adversarial``/``blocked_extraction``, or an ``alert:...`` audit reason);
+8. the output shaped by permission (labels only / rounded scores / top-k);
+9. the audit entry is committed before the answer leaves (every 200 is in the log).
 
 Blocking work (database reads, the model) runs in one worker-thread hop per request.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -35,10 +38,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from bastion import __version__
 from bastion.gateway import access, audit, keys, registry
 from bastion.gateway.config import GatewayConfig
+from bastion.gateway.detectors import Detectors, Verdict
 from bastion.gateway.errors import (
     AuthError,
     GatewayError,
@@ -55,6 +60,8 @@ from bastion.gateway.schema import InputSchema
 log = logging.getLogger("bastion.gateway")
 
 SERVICE = "bastion-gateway"
+#: How long a request waits for its audit entry to commit before it is refused (503).
+_AUDIT_WAIT = 30.0
 _QUERY = frozenset({Permission.PREDICT, Permission.SCORES})
 
 
@@ -88,6 +95,8 @@ class _Call:
     permission: str = "-"
     input_digest: str = ""
     output_summary: str = ""
+    #: ``alert:extraction`` / ``alert:adversarial``: the audit reason of an answered request.
+    alert: str = ""
 
 
 class Gateway:
@@ -112,6 +121,7 @@ class Gateway:
             else MemoryQuotas())
         self.audit = audit.AuditWriter(audit.AuditLog(engine))
         self.metrics = GatewayMetrics()
+        self.detectors = Detectors(config)
         self._records: dict[tuple[str, str | None], tuple[float, registry.ModelRecord]] = {}
         self._loaded: dict[tuple[str, str], _Loaded] = {}
         self._load_lock = threading.Lock()
@@ -208,15 +218,51 @@ class Gateway:
         rec, held = self.authorize(principal, name, version, _QUERY, call)
         call.permission = (Permission.SCORES if Permission.SCORES in held
                            else Permission.PREDICT).value
+        guard = self.detectors.guard(rec.name)
+        refused = guard.refused(principal.name) if guard is not None else None
+        if refused is not None:  # flagged for extraction earlier: no quota, no model call
+            self.detected(rec.name, Verdict((refused,)), call)
         self.consume_quota(principal, name)
         call.input_digest = hashlib.sha256(body).hexdigest()
         model = self.loaded(rec)
         x = model.schema.coerce(_inputs(body))
         prediction = model.predictor.predict(x)
+        call.output_summary = f"{len(prediction.labels)} predictions"
+        if guard is not None:
+            self.detected(rec.name, guard.screen(principal.name, x, prediction,
+                                                 model.predictor, model.schema), call)
         out = shape_output(prediction, held & BLACK_BOX, precision=self.config.score_precision,
                            top_k=self.config.top_k)
-        call.output_summary = f"{len(prediction.labels)} predictions"
         return {"model": rec.name, "version": rec.version, **out}
+
+    def detected(self, name: str, verdict: Verdict, call: _Call) -> None:
+        """Count a verdict's detections, refuse the request when one blocks it, else mark
+        its audit entry with the alerts."""
+        if not verdict.detections:
+            return
+        for detection in verdict.detections:
+            self.metrics.detection(name, detection.detector, detection.action)
+        call.output_summary = "; ".join(filter(None, [call.output_summary, verdict.summary]))
+        blocked = verdict.blocked
+        if blocked is not None:
+            raise _Refused(403, f"blocked_{blocked.detector}",
+                           f"refused by the {blocked.detector} detector: {blocked.message}")
+        call.alert = verdict.alert
+
+    def reset_detectors(self, request: Request, name: str, who: str | None,
+                        call: _Call) -> dict[str, Any]:
+        """Clear a principal's extraction flag on a model (admin on it or on ``*``)."""
+        principal = self.authenticate(request)
+        call.principal = principal.name
+        call.permission = "detectors-reset"
+        if Permission.ADMIN not in self.access.permissions(principal, name):
+            raise _Refused(403, "forbidden", f"admin on {name!r} is required")
+        if not who or len(who) > 256:
+            raise _Refused(400, "bad_request", "name the principal: ?principal=NAME")
+        cleared = self.detectors.reset(name, who)
+        call.output_summary = (f"extraction flag of {who} cleared" if cleared
+                               else f"{who} was not flagged")
+        return {"model": name, "principal": who, "cleared": cleared}
 
     def explain(self, request: Request, body: bytes, name: str, call: _Call) -> dict[str, Any]:
         principal = self.authenticate(request)
@@ -326,11 +372,15 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise _Refused(413, "too_large", f"the body is over {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _Refused(413, "too_large", f"the body is over {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _Refused(413, "too_large", f"the body is over {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone mid-body: no one reads the answer, the audit log does
+        raise _Refused(400, "client_disconnected", "the client left before sending the "
+                       "whole body") from None
     return b"".join(chunks)
 
 
@@ -375,12 +425,18 @@ def create_app(config: GatewayConfig, engine: Engine | None = None) -> FastAPI:
 
     async def run(request: Request, operation: str, call: _Call,
                   work: Callable[[], Any]) -> Any:
-        """Run ``work`` in a thread, audit the outcome, map errors to answers."""
+        """Run ``work``, audit the outcome and map errors to answers, all in one worker
+        thread: one hop per request, and the audit commit is awaited there."""
+        return await run_in_threadpool(_serve, operation, call, work)
+
+    def _serve(operation: str, call: _Call, work: Callable[[], Any]) -> Any:
         started = time.perf_counter()
         status, reason, result = 200, "ok", None
         response: Response | None = None
         try:
-            result = await run_in_threadpool(work)
+            result = work()
+            if call.alert:
+                reason = call.alert
         except _Refused as exc:
             status, reason = exc.status, exc.reason
             response = _error(exc.status, exc.reason, exc.message, exc.headers)
@@ -402,15 +458,15 @@ def create_app(config: GatewayConfig, engine: Engine | None = None) -> FastAPI:
         elapsed = time.perf_counter() - started
         decision = ("allow" if status < 400 else "rate_limited" if status == 429
                     else "error" if status >= 500 else "deny")
-        entry = audit.AuditEntry(
-            ts=datetime.now(UTC).isoformat(timespec="microseconds"),
-            principal=call.principal, model=call.model, version=call.version,
-            permission=call.permission or operation, decision=decision, reason=reason,
-            status=status, input_digest=call.input_digest,
-            output_summary=call.output_summary, latency_ms=round(elapsed * 1000, 3),
-            client=call.client)
         try:
-            await asyncio.wrap_future(gw.audit.submit(entry))
+            entry = audit.AuditEntry(
+                ts=datetime.now(UTC).isoformat(timespec="microseconds"),
+                principal=call.principal, model=call.model, version=call.version,
+                permission=call.permission or operation, decision=decision, reason=reason,
+                status=status, input_digest=call.input_digest,
+                output_summary=call.output_summary, latency_ms=round(elapsed * 1000, 3),
+                client=call.client)
+            gw.audit.write(entry, timeout=_AUDIT_WAIT)
         except Exception as exc:
             log.error("audit log write failed: %s", exc)
             if status < 400:  # an answer we cannot account for is not given
@@ -419,7 +475,11 @@ def create_app(config: GatewayConfig, engine: Engine | None = None) -> FastAPI:
         # Only names of real models become metric labels: junk names cannot fill the slots.
         gw.metrics.observe(call.model if call.version != "-" else "-", status, elapsed,
                            None if status < 400 else reason)
-        return result if response is None else response
+        if response is not None:
+            return response
+        if isinstance(result, dict):
+            return JSONResponse(result)
+        return result
 
     def _call(request: Request, model: str = "-") -> _Call:
         client = request.client.host if request.client else "-"
@@ -494,6 +554,15 @@ def create_app(config: GatewayConfig, engine: Engine | None = None) -> FastAPI:
             return await run(request, "explain", call, lambda: _raise(failed))
         return await run(request, "explain", call,
                          lambda: gw.explain(request, body, name, call))
+
+    @app.post("/v1/models/{name}/detectors/reset", tags=["operations"],
+              responses={**_ERRORS, 400: {"description": "no principal named"}})
+    async def reset_detectors(name: str, request: Request, principal: str | None = None) -> Any:
+        """Clear a principal's extraction flag on this model, so its requests are answered
+        again (admin on the model or on ``*``)."""
+        call = _call(request, name)
+        return await run(request, "detectors-reset", call,
+                         lambda: gw.reset_detectors(request, name, principal, call))
 
     @app.get("/v1/models/{name}/download", tags=["models"], responses=_ERRORS)
     async def download(name: str, request: Request, file: str | None = None,

@@ -69,6 +69,10 @@ class GatewayMetrics:
         self.denials = Counter("denials", "Requests refused, by reason (auth_*, forbidden, "
                                "not_found, rate_limited, bad_input, ...).", ["reason"],
                                namespace=namespace, registry=self.registry)
+        self.detections = Counter("detections", "Requests a detector flagged, by model, "
+                                  "detector (extraction, adversarial) and action (alert, "
+                                  "block).", ["model", "detector", "action"],
+                                  namespace=namespace, registry=self.registry)
         self.quota_remaining = Gauge("quota_remaining",
                                      "Queries left in the current budget period, for the most "
                                      "recently active principals.",
@@ -82,6 +86,11 @@ class GatewayMetrics:
         self.latency.labels(name).observe(seconds)
         if reason is not None:
             self.denials.labels(self._reason(reason)).inc()
+
+    def detection(self, model: str, detector: str, action: str) -> None:
+        """A detector flagged a request (``detector`` and ``action`` are the gateway's own
+        words, never a client's)."""
+        self.detections.labels(self._model(model), detector, action).inc()
 
     def deny(self, reason: str) -> None:
         self.denials.labels(self._reason(reason)).inc()
