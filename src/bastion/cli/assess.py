@@ -109,8 +109,7 @@ def assess(
         if not demo and data is None:
             fail("--data is required: labelled samples the model never saw",
                  "e.g. numpy.savez('eval.npz', x=samples, y=labels)")
-        policy, source = resolve_policy(policy_file)
-        policy = policy.with_overrides(fail_on=fail_on)
+        policy, source = resolve_policy(policy_file, fail_on)
         from bastion.assess.settings import parse_epsilons, parse_settings
 
         base = parse_settings(policy.assess, source or "<policy>")

@@ -66,8 +66,7 @@ def audit_cmd(
         if not paths and python is None:
             raise UsageError("nothing to audit", hint="give manifest files or folders, or "
                              "--python PATH")
-        policy, source = resolve_policy(policy_file)
-        policy = policy.with_overrides(fail_on=fail_on)
+        policy, source = resolve_policy(policy_file, fail_on)
         store = open_default(db)
         result = audit(paths or [], store, policy, python=python, policy_source=source)
         notes: list[str] = []

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bastion.errors import UsageError
-from bastion.findings import Report
+from bastion.findings import Report, Severity
 from bastion.policy import DEFAULT, Policy, find_policy, load_policy
 from bastion.report import Format, render
 
@@ -31,21 +31,22 @@ def stderr_console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)  # paths stay greppable
 
 
-def resolve_policy(path: Path | None) -> tuple[Policy, str]:
-    """The policy named on the command line, else the nearest one, else the defaults.
+def resolve_policy(path: Path | None, fail_on: Severity | None = None) -> tuple[Policy, str]:
+    """The policy named on the command line, else the nearest one, else the defaults, with
+    the command line's ``--fail-on`` over the policy's.
 
     Rule ids named in the policy are checked against the whole catalogue, which imports every
     analyzer: only done when the policy names rules at all."""
     if path is None:
         path = find_policy(Path.cwd())
         if path is None:
-            return DEFAULT, ""
+            return DEFAULT.with_overrides(fail_on=fail_on), ""
     policy = load_policy(path)
     if policy.severity or policy.ignore:
         from bastion.catalogue import rule_ids
 
         policy = load_policy(path, known_rules=rule_ids())
-    return policy, str(path)
+    return policy.with_overrides(fail_on=fail_on), str(path)
 
 
 def write_atomic(path: Path, text: str) -> None:

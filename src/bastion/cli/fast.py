@@ -83,8 +83,7 @@ def _run(paths: list[str], fmt: Format, output: Path | None, policy_file: Path |
     from bastion.errors import BastionError
 
     try:
-        policy, source = resolve_policy(policy_file)
-        policy = policy.with_overrides(fail_on=fail_on)
+        policy, source = resolve_policy(policy_file, fail_on)
         from bastion.engine import scan_paths
 
         update, stop = progress_reporter(quiet)

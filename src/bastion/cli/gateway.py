@@ -180,8 +180,7 @@ def models_add(
     with _guard():
         from bastion.gateway import registry
 
-        policy, source = resolve_policy(policy_file)
-        policy = policy.with_overrides(fail_on=fail_on)
+        policy, source = resolve_policy(policy_file, fail_on)
         spec = _read_schema(schema)
         kind = loader or _guess_loader(path)
         with _engine(db, db_schema) as engine:

@@ -46,8 +46,7 @@ def probe(
 ) -> None:
     """Probe live ML endpoints (read-only); exit 1 when a finding reaches the threshold."""
     with guarded():
-        policy, source = resolve_policy(policy_file)
-        policy = policy.with_overrides(fail_on=fail_on)
+        policy, source = resolve_policy(policy_file, fail_on)
         from bastion.exposure.probe import ProbeOptions, probe_targets
 
         options = ProbeOptions(timeout=timeout, deadline=deadline, concurrency=concurrency,

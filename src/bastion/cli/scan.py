@@ -58,8 +58,7 @@ def scan(
     with guarded():
         if not paths and from_file is None:
             fail("Missing argument 'PATHS...': give files or folders to scan, or --from FILE")
-        policy, source = resolve_policy(policy_file)
-        policy = policy.with_overrides(fail_on=fail_on)
+        policy, source = resolve_policy(policy_file, fail_on)
         bulk = (cache is not None and not no_cache) or jobs is not None or ray is not None \
             or from_file is not None
         update, stop = progress_reporter(quiet)

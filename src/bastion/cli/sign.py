@@ -171,8 +171,7 @@ def verify(
 ) -> None:
     """Verify a signed model: exit 1 when anything differs from what was signed."""
     with guarded():
-        policy, source = resolve_policy(policy_file)
-        policy = policy.with_overrides(fail_on=fail_on)
+        policy, source = resolve_policy(policy_file, fail_on)
         trust = _trust(key, cert_chain, identity, sigstore, issuer, staging, policy)
         report = _verify_report(path, signature, trust, policy, source, workers)
         emit(report, fmt, output, quiet)
