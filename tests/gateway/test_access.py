@@ -158,3 +158,12 @@ def test_cached_permissions_are_fast(engine: Engine) -> None:
     for _ in range(runs):
         cache.permissions(ALICE, "iris")
     assert (time.perf_counter() - started) / runs < 50e-6
+
+
+def test_identity_provider_subjects_with_a_bar_are_grantable(engine: Engine) -> None:
+    # Auth0 and others name subjects "provider|id"; the JWT principal is "oidc:" + sub.
+    who = Principal("oidc:auth0|5f7c8ec7c33c6c004bbafe82", via="jwt")
+    _grant(engine, "user:oidc:auth0|5f7c8ec7c33c6c004bbafe82", "iris", P.PREDICT)
+    assert access.permissions(engine, who, "iris") == {P.PREDICT}
+    with pytest.raises(UsageError, match="model"):
+        access.grant(engine, "user:alice", "iris|x", P.PREDICT, separation_of_duties=True)

@@ -63,8 +63,9 @@ def parse_subject(subject: str) -> str:
         raise UsageError("subject: expected user:NAME or group:NAME")
     for kind in _KINDS:
         if subject.startswith(kind):
-            return kind + check_name(subject.removeprefix(kind), kind.rstrip(":"))
-    return "user:" + check_name(subject, "user")
+            return kind + check_name(subject.removeprefix(kind), kind.rstrip(":"),
+                                     principal=True)
+    return "user:" + check_name(subject, "user", principal=True)
 
 
 def parse_model(model: str) -> str:

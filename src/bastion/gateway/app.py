@@ -25,17 +25,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
@@ -304,17 +305,27 @@ class Gateway:
         return {"models": models}
 
     def download(self, request: Request, name: str, version: str | None, file: str | None,
-                 call: _Call) -> Path:
+                 call: _Call) -> _Download:
         principal = self.authenticate(request)
         call.principal = principal.name
         rec, _held = self.authorize(principal, name, version, frozenset({Permission.DOWNLOAD}),
                                     call)
         call.permission = Permission.DOWNLOAD.value
         self.consume_quota(principal, name)
-        registry.verify_content(rec)
-        path = _downloadable(Path(rec.path), file)
-        call.output_summary = f"file {path.name} ({path.stat().st_size} bytes)"
-        return path
+        root = Path(rec.path)
+        if not root.is_file():
+            registry.verify_content(rec)  # a folder: every file as admitted, none added
+        path = _downloadable(root, file)
+        rel = "." if path == root else path.relative_to(root.resolve()).as_posix()
+        expected = {r: sha for r, _size, sha in rec.files}.get(rel)
+        if expected is None:
+            raise _Refused(404, "not_found", "no such file in this model")
+        # What is sent is what was checked: the bytes are hashed from the same open file
+        # they are then streamed from, so a file swapped after the check is never served.
+        handle = _open_verified(path, expected, f"{rec.name}@{rec.version}")
+        size = os.fstat(handle.fileno()).st_size
+        call.output_summary = f"file {path.name} ({size} bytes)"
+        return _Download(handle, path.name, size)
 
     def metrics_allowed(self, request: Request) -> None:
         if self.config.public_metrics:
@@ -322,6 +333,41 @@ class Gateway:
         principal = self.authenticate(request)
         if Permission.ADMIN not in self.access.permissions(principal, "*"):
             raise _Refused(403, "forbidden", "metrics need admin on '*'")
+
+
+@dataclass
+class _Download:
+    handle: BinaryIO
+    filename: str
+    size: int
+
+    def chunks(self) -> Iterator[bytes]:
+        try:
+            while chunk := self.handle.read(1 << 20):
+                yield chunk
+        finally:
+            self.handle.close()
+
+
+def _header_safe(name: str) -> str:
+    return "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in name)
+
+
+def _open_verified(path: Path, sha256: str, what: str) -> BinaryIO:
+    """``path`` opened (links not followed), hashed to the end, and rewound; refused with
+    :class:`ModelIntegrityError` when its SHA-256 is not the admitted one."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    handle = os.fdopen(fd, "rb")
+    try:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        if digest != sha256:
+            raise ModelIntegrityError(f"{path} changed since admission of {what}: sha256 "
+                                      f"{digest} != {sha256}")
+        handle.seek(0)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
 
 
 def _inputs(body: bytes) -> Any:
@@ -571,9 +617,12 @@ def create_app(config: GatewayConfig, engine: Engine | None = None) -> FastAPI:
         call = _call(request, name)
         result = await run(request, "download", call,
                            lambda: gw.download(request, name, version, file, call))
-        if isinstance(result, Path):
-            return FileResponse(result, filename=result.name,
-                                media_type="application/octet-stream")
+        if isinstance(result, _Download):
+            return StreamingResponse(
+                result.chunks(), media_type="application/octet-stream",
+                headers={"Content-Length": str(result.size),
+                         "Content-Disposition":
+                             f'attachment; filename="{_header_safe(result.filename)}"'})
         return result
 
     return app

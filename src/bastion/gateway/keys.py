@@ -130,7 +130,7 @@ def create_key(engine: Engine, principal: str, *, groups: Iterable[str] = (),
                now: datetime | None = None) -> IssuedKey:
     """Issue a key for ``principal`` (member of ``groups``), valid until ``expires`` (a time,
     or a duration from now; ``None``: until revoked)."""
-    check_name(principal, "principal")
+    check_name(principal, "principal", principal=True)
     members = _groups(groups)
     now = now or datetime.now(UTC)
     expires_at = now + expires if isinstance(expires, timedelta) else expires
