@@ -21,11 +21,10 @@ def default_analyzers() -> tuple[Analyzer, ...]:
     imported when a file might be for it.
     """
     from bastion.scan import MODEL_ANALYZERS
-    from bastion.supply.analyzer import SupplyAnalyzer
-
     return (
         *MODEL_ANALYZERS,
-        SupplyAnalyzer(),  # claims by file name; its auditing machinery loads on first use
+        LazyAnalyzer("bastion.supply.analyzer:SupplyAnalyzer", "supply-manifest", "supply",
+                     _manifest_named),  # by file name; the auditing machinery loads on use
         LazyAnalyzer("bastion.supply.heuristics:HeuristicsAnalyzer", "supply-heuristics",
                      "supply", _package_like),
         LazyAnalyzer("bastion.sign.analyzer:SignatureAnalyzer", "model-signature", "sign",
@@ -33,6 +32,12 @@ def default_analyzers() -> tuple[Analyzer, ...]:
         LazyAnalyzer("bastion.exposure.analyzer:ExposureAnalyzer", "infra-exposure", "infra",
                      _config_like),
     )
+
+
+def _manifest_named(target: Target) -> bool:
+    from bastion.supply.names import manifest_kind
+
+    return manifest_kind(target.name) is not None
 
 
 def _package_like(target: Target) -> bool:
