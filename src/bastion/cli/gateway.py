@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -97,6 +97,18 @@ def _engine(url: str | None, schema: str | None) -> Iterator[Engine]:
 
 def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _listing(items: Sequence[Any], as_json: bool, empty: str,
+             line: Callable[[Any], str]) -> None:
+    """A list command's output: JSON (``to_dict`` of each), or one line each, or ``empty``."""
+    if as_json:
+        _print_json([item.to_dict() for item in items])
+        return
+    if not items:
+        typer.echo(empty)
+    for item in items:
+        typer.echo(line(item))
 
 
 def _when(value: datetime | None) -> str:
@@ -209,14 +221,9 @@ def models_list(
 
         with _engine(db, db_schema) as engine:
             records = registry.list_models(engine, name, include_retired=not admitted_only)
-        if as_json:
-            _print_json([r.to_dict() for r in records])
-            return
-        if not records:
-            typer.echo("no models")
-        for r in records:
-            typer.echo(f"{r.name}@{r.version}  {r.status:<8}  {r.loader:<11}  "
-                       f"{r.digest[:23]}…  {_when(r.admitted_at)}  {r.path}")
+        _listing(records, as_json, "no models",
+                 lambda r: f"{r.name}@{r.version}  {r.status:<8}  {r.loader:<11}  "
+                           f"{r.digest[:23]}…  {_when(r.admitted_at)}  {r.path}")
 
 
 @models_app.command("show")
@@ -323,15 +330,10 @@ def keys_list(
 
         with _engine(db, db_schema) as engine:
             infos = list_keys(engine, principal=principal)
-        if as_json:
-            _print_json([i.to_dict() for i in infos])
-            return
-        if not infos:
-            typer.echo("no keys")
-        for i in infos:
-            groups = f" [{', '.join(i.groups)}]" if i.groups else ""
-            typer.echo(f"{i.key_id}  {i.status():<7}  {i.principal}{groups}  created "
-                       f"{_when(i.created_at)}  expires {_when(i.expires_at)}")
+        _listing(infos, as_json, "no keys",
+                 lambda i: f"{i.key_id}  {i.status():<7}  {i.principal}"
+                           + (f" [{', '.join(i.groups)}]" if i.groups else "")
+                           + f"  created {_when(i.created_at)}  expires {_when(i.expires_at)}")
 
 
 @keys_app.command("revoke")
@@ -428,14 +430,9 @@ def access_list(
 
         with _engine(db, db_schema) as engine:
             grants = list_grants(engine, subject=subject, model=model)
-        if as_json:
-            _print_json([g.to_dict() for g in grants])
-            return
-        if not grants:
-            typer.echo("no grants")
-        for g in grants:
-            typer.echo(f"{g.subject}  {g.model}  {g.permission.value}  {_when(g.granted_at)} "
-                       f"by {g.granted_by}")
+        _listing(grants, as_json, "no grants",
+                 lambda g: f"{g.subject}  {g.model}  {g.permission.value}  "
+                           f"{_when(g.granted_at)} by {g.granted_by}")
 
 
 @access_app.command("check")
