@@ -43,3 +43,26 @@ class PolicyError(BastionError):
 
 class InputError(BastionError):
     """An input could not be processed at all (as opposed to a finding about it)."""
+
+
+#: Optional modules, and the extra of ``bastion-mlsec`` that installs each.
+_EXTRAS = {
+    "sqlalchemy": "gateway", "psycopg": "gateway", "fastapi": "gateway", "uvicorn": "gateway",
+    "starlette": "gateway", "pydantic": "gateway", "argon2": "gateway", "jwt": "gateway",
+    "prometheus_client": "gateway", "redis": "gateway", "onnxruntime": "gateway",
+    "skops": "gateway", "numpy": "assess", "sklearn": "assess", "scipy": "assess",
+    "art": "assess", "ray": "ray", "cyclonedx": "sbom", "model_signing": "sign",
+    "blake3": "sign", "lz4": "formats", "torch": "torch",
+}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> UsageError | None:
+    """The usage error for an optional dependency that is not installed, naming the extra
+    that brings it (``None`` when the missing module is not an optional one: a real bug)."""
+    top = (exc.name or "").partition(".")[0]
+    extra = _EXTRAS.get(top)
+    if extra is None:
+        return None
+    also = " (or 'cache', for `scan --cache`)" if top in ("sqlalchemy", "psycopg") else ""
+    return UsageError(f"this command needs the optional '{extra}' extra{also}: {top} is not "
+                      "installed", hint=f"pip install 'bastion-mlsec[{extra}]'")

@@ -20,7 +20,7 @@ from bastion.cli.base import (
     stderr_console,
     write_atomic,
 )
-from bastion.errors import BastionError
+from bastion.errors import BastionError, missing_extra
 from bastion.findings import Severity
 from bastion.report import Format
 
@@ -58,11 +58,21 @@ def guarded() -> Iterator[None]:
     except KeyboardInterrupt:
         stderr_console().print("interrupted", style="bold red")
         raise typer.Exit(130) from None
+    except ModuleNotFoundError as exc:
+        missing = missing_extra(exc)
+        if missing is None:
+            raise_bug(exc)
+        fail(missing.message, missing.hint)
     except Exception as exc:  # a bug: say so plainly, keep the exit code honest
-        if os.environ.get("BASTION_DEBUG"):
-            raise
-        fail(f"internal error: {type(exc).__name__}: {exc}",
-             "this is a bug in Bastion; rerun with BASTION_DEBUG=1 for the traceback")
+        raise_bug(exc)
+
+
+def raise_bug(exc: Exception) -> NoReturn:
+    """An unexpected error: one plain line, the exit code honest (traceback on request)."""
+    if os.environ.get("BASTION_DEBUG"):
+        raise exc
+    fail(f"internal error: {type(exc).__name__}: {exc}",
+         "this is a bug in Bastion; rerun with BASTION_DEBUG=1 for the traceback")
 
 
 __all__ = ["EXIT_ERROR", "EXIT_FINDINGS", "EXIT_OK", "FAIL_ON", "FORMAT", "OUTPUT", "POLICY",

@@ -67,10 +67,10 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 def _guard() -> Iterator[None]:
     """One line and exit 2 for every gateway error; an admission refusal exits 1 with the
     blocking findings listed."""
-    from bastion.db import StorageError
-    from bastion.gateway.errors import AdmissionRefused, GatewayError
-
     with guarded():
+        from bastion.db import StorageError
+        from bastion.gateway.errors import AdmissionRefused, GatewayError
+
         try:
             yield
         except AdmissionRefused as exc:
