@@ -141,9 +141,9 @@ def exclusive(engine: Engine, name: str) -> Iterator[Connection]:
 
 
 @contextmanager
-def storage_errors(engine: Engine) -> Iterator[None]:
+def storage_errors(engine: Engine, what: str = "database") -> Iterator[None]:
     """Turn a database failure (unreachable, locked, missing table) into :class:`StorageError`
-    naming the database, never a driver traceback."""
+    naming the database (as ``what``), never a driver traceback."""
     from sqlalchemy.exc import SQLAlchemyError
 
     dbapi = getattr(engine.dialect, "loaded_dbapi", None)
@@ -155,7 +155,7 @@ def storage_errors(engine: Engine) -> Iterator[None]:
     except errors as exc:
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         reason = detail[0] if detail else type(exc).__name__
-        raise StorageError(f"database {redact(str(engine.url))}: {reason}") from None
+        raise StorageError(f"{what} {redact(str(engine.url))}: {reason}") from None
 
 
 def fetch_one(engine: Engine, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:

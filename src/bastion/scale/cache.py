@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,7 +35,7 @@ from sqlalchemy import DateTime, Engine, Integer, String, Text, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bastion.db import Base, StorageError, connect, redact
+from bastion.db import Base, StorageError, connect, redact, storage_errors
 
 #: Layout of the cache tables; a database holding another layout is refused, not mixed with.
 LAYOUT = "1"
@@ -116,14 +116,8 @@ class ResultCache:
         with self._errors():
             self._create()
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except SQLAlchemyError as exc:
-            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-            reason = detail[0] if detail else type(exc).__name__
-            raise StorageError(f"result cache {redact(self.url)}: {reason}") from None
+    def _errors(self) -> AbstractContextManager[None]:
+        return storage_errors(self.engine, "result cache")
 
     def _create(self) -> None:
         try:
