@@ -6,13 +6,13 @@ them without paying for Typer's import on every run.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bastion.errors import UsageError
+from bastion.files import replace_atomic
 from bastion.findings import Report, Severity
 from bastion.policy import DEFAULT, Policy, find_policy, load_policy
 from bastion.report import Format, render
@@ -56,22 +56,7 @@ def write_atomic(path: Path, text: str) -> None:
         raise UsageError(f"--output {path} is a folder")
     if not target.parent.is_dir():
         raise UsageError(f"--output {path}: folder {target.parent} does not exist")
-    # A private temporary name beside the target (what tempfile.mkstemp does, without the
-    # module's import cost on every scan that writes a report).
-    tmp = str(target.parent / f".{target.name}.{os.urandom(8).hex()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
-                 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        # The file was made private (0600); a report gets the usual mode a shell gives.
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_atomic(target, text.encode("utf-8"))
 
 
 def emit(report: Report, fmt: Format, output: Path | None, quiet: bool) -> None:

@@ -10,13 +10,13 @@ finding. Both read nothing but the model's bytes: no model is ever loaded.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bastion.errors import UsageError
+from bastion.files import replace_atomic
 from bastion.sign.formats import encode_bundle, pae, statement
 from bastion.sign.hashing import blake3_available, hash_files
 from bastion.sign.keys import describe, key_hint, load_private_key, sign_bytes
@@ -148,7 +148,7 @@ def sign_model(model: Path, key: Path, *, output: Path | None = None,
     signature = sign_bytes(private, pae(payload))
     hint = key_hint(private.public_key())
     bundle = encode_bundle(payload, signature, key_hint=hint, certificates=certificates)
-    _write_atomic(output, bundle)
+    replace_atomic(output, bundle)
     signer = f"{describe(private)} key {key} (hint {hint[:16]}…)"
     if certificates:
         signer += " with its certificate chain"
@@ -165,18 +165,3 @@ def _check_output(output: Path) -> None:
         raise UsageError(f"--output {output} is a folder")
     if not output.parent.is_dir():
         raise UsageError(f"--output {output}: folder {output.parent} does not exist")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Never leave half a signature where a whole one was (or will be)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -10,15 +10,14 @@ longer match and are removed (the caller warns). The file is replaced atomically
 from __future__ import annotations
 
 import difflib
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.version import Version
 
+from bastion.files import replace_atomic
 from bastion.supply.advisories.osv import Advisory
 from bastion.supply.inventory.requirements import logical_lines
 from bastion.supply.match import advisory_affects, pep440
@@ -156,13 +155,5 @@ def unified_diff(path: str, before: str, after: str) -> str:
 
 def write_atomic(path: Path, text: str) -> None:
     """Replace a file's content without a window where it is half-written; mode is kept."""
-    mode = path.stat().st_mode & 0o7777
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as out:
-            out.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_atomic(path, text.encode("utf-8", "surrogateescape"),
+                   mode=path.stat().st_mode & 0o7777)
