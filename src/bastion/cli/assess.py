@@ -21,7 +21,7 @@ from bastion.cli.common import (
     guarded,
     resolve_policy,
     stderr_console,
-    write_atomic,
+    write_output,
 )
 from bastion.findings import Severity
 from bastion.report import Format
@@ -199,11 +199,7 @@ def _emit(report: Report, assessment: Assessment, fmt: Format, output: Path | No
         print_assessment(report, assessment, Console(
             file=buffer, width=100, color_system=None, force_terminal=False, highlight=False))
         text = buffer.getvalue()
-    if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        write_atomic(output, text)
+    write_output(text, output)
     if not quiet:
         from bastion.assess.report import summary_line
 

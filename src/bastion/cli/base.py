@@ -6,6 +6,7 @@ them without paying for Typer's import on every run.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -59,6 +60,31 @@ def write_atomic(path: Path, text: str) -> None:
     replace_atomic(target, text.encode("utf-8"))
 
 
+def write_output(text: str, output: Path | None) -> None:
+    """A rendered report to standard output, or atomically to ``--output``."""
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        write_atomic(output, text)
+
+
+def unexpected(exc: Exception) -> tuple[str, str | None]:
+    """The one-line message and hint for an error no command anticipated: a missing optional
+    extra names the extra to install; anything else is a bug, said plainly (re-raised with
+    ``BASTION_DEBUG=1`` so the traceback shows)."""
+    if isinstance(exc, ModuleNotFoundError):
+        from bastion.errors import missing_extra
+
+        missing = missing_extra(exc)
+        if missing is not None:
+            return missing.message, missing.hint
+    if os.environ.get("BASTION_DEBUG"):
+        raise exc
+    return (f"internal error: {type(exc).__name__}: {exc}",
+            "this is a bug in Bastion; rerun with BASTION_DEBUG=1 for the traceback")
+
+
 def emit(report: Report, fmt: Format, output: Path | None, quiet: bool) -> None:
     """Write the report where it was asked for; a summary line goes to standard error."""
     if output is None and fmt is Format.TERMINAL:
@@ -68,12 +94,7 @@ def emit(report: Report, fmt: Format, output: Path | None, quiet: bool) -> None:
 
         print_report(report, {}, Console(highlight=False))
         return
-    text = render(report, fmt)
-    if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        write_atomic(output, text)
+    write_output(render(report, fmt), output)
     if not quiet:
         from bastion.report.terminal import summary_line
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NoReturn
@@ -18,9 +17,11 @@ from bastion.cli.base import (
     progress_reporter,
     resolve_policy,
     stderr_console,
+    unexpected,
     write_atomic,
+    write_output,
 )
-from bastion.errors import BastionError, missing_extra
+from bastion.errors import BastionError
 from bastion.findings import Severity
 from bastion.report import Format
 
@@ -58,23 +59,10 @@ def guarded() -> Iterator[None]:
     except KeyboardInterrupt:
         stderr_console().print("interrupted", style="bold red")
         raise typer.Exit(130) from None
-    except ModuleNotFoundError as exc:
-        missing = missing_extra(exc)
-        if missing is None:
-            raise_bug(exc)
-        fail(missing.message, missing.hint)
-    except Exception as exc:  # a bug: say so plainly, keep the exit code honest
-        raise_bug(exc)
-
-
-def raise_bug(exc: Exception) -> NoReturn:
-    """An unexpected error: one plain line, the exit code honest (traceback on request)."""
-    if os.environ.get("BASTION_DEBUG"):
-        raise exc
-    fail(f"internal error: {type(exc).__name__}: {exc}",
-         "this is a bug in Bastion; rerun with BASTION_DEBUG=1 for the traceback")
+    except Exception as exc:  # unanticipated: a missing extra, or a bug said plainly
+        fail(*unexpected(exc))
 
 
 __all__ = ["EXIT_ERROR", "EXIT_FINDINGS", "EXIT_OK", "FAIL_ON", "FORMAT", "OUTPUT", "POLICY",
            "QUIET", "Severity", "emit", "exit_code", "fail", "guarded", "progress_reporter",
-           "resolve_policy", "stderr_console", "write_atomic"]
+           "resolve_policy", "stderr_console", "write_atomic", "write_output"]

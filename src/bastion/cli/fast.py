@@ -15,7 +15,14 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from bastion.cli.base import EXIT_ERROR, emit, exit_code, progress_reporter, resolve_policy
+from bastion.cli.base import (
+    EXIT_ERROR,
+    emit,
+    exit_code,
+    progress_reporter,
+    resolve_policy,
+    unexpected,
+)
 from bastion.findings import Severity
 from bastion.report import Format
 
@@ -96,21 +103,8 @@ def _run(paths: list[str], fmt: Format, output: Path | None, policy_file: Path |
         return _error(exc.message, exc.hint)
     except KeyboardInterrupt:
         return _error("interrupted", None, 130)
-    except ModuleNotFoundError as exc:
-        from bastion.errors import missing_extra
-
-        missing = missing_extra(exc)
-        if missing is not None:
-            return _error(missing.message, missing.hint)
-        if os.environ.get("BASTION_DEBUG"):
-            raise
-        return _error(f"internal error: {type(exc).__name__}: {exc}",
-                      "this is a bug in Bastion; rerun with BASTION_DEBUG=1 for the traceback")
-    except Exception as exc:  # a bug: say so plainly, keep the exit code honest
-        if os.environ.get("BASTION_DEBUG"):
-            raise
-        return _error(f"internal error: {type(exc).__name__}: {exc}",
-                      "this is a bug in Bastion; rerun with BASTION_DEBUG=1 for the traceback")
+    except Exception as exc:  # unanticipated: a missing extra, or a bug said plainly
+        return _error(*unexpected(exc))
     return exit_code(report)
 
 
