@@ -469,11 +469,20 @@ def create_app(config: GatewayConfig, engine: Engine | None = None) -> FastAPI:
                               "quotas and a hash-chained audit log.")
     app.state.gateway = gw
 
-    async def run(request: Request, operation: str, call: _Call,
-                  work: Callable[[], Any]) -> Any:
+    async def run(operation: str, call: _Call, work: Callable[[], Any]) -> Any:
         """Run ``work``, audit the outcome and map errors to answers, all in one worker
         thread: one hop per request, and the audit commit is awaited there."""
         return await run_in_threadpool(_serve, operation, call, work)
+
+    async def with_body(request: Request, operation: str, call: _Call,
+                        handle: Callable[[bytes], Any]) -> Any:
+        """Read the body within its bound first; a refusal there is audited like any other."""
+        try:
+            body = await _read_body(request, config.max_body_bytes)
+        except _Refused as exc:
+            failed: _Refused = exc
+            return await run(operation, call, lambda: _raise(failed))
+        return await run(operation, call, lambda: handle(body))
 
     def _serve(operation: str, call: _Call, work: Callable[[], Any]) -> Any:
         started = time.perf_counter()
@@ -558,23 +567,18 @@ def create_app(config: GatewayConfig, engine: Engine | None = None) -> FastAPI:
     async def list_models(request: Request) -> Any:
         """The models the caller holds any permission on."""
         call = _call(request)
-        return await run(request, "list", call, lambda: gw.listing(request, call))
+        return await run("list", call, lambda: gw.listing(request, call))
 
     @app.get("/v1/models/{name}", tags=["models"], responses=_ERRORS)
     async def describe(name: str, request: Request) -> Any:
         """A model's current version, input schema and the caller's permissions."""
         call = _call(request, name)
-        return await run(request, "describe", call, lambda: gw.describe(request, name, call))
+        return await run("describe", call, lambda: gw.describe(request, name, call))
 
     async def _predict(name: str, version: str | None, request: Request) -> Any:
         call = _call(request, name)
-        try:
-            body = await _read_body(request, config.max_body_bytes)
-        except _Refused as exc:
-            failed: _Refused = exc
-            return await run(request, "predict", call, lambda: _raise(failed))
-        return await run(request, "predict", call,
-                         lambda: gw.predict(request, body, name, version, call))
+        return await with_body(request, "predict", call,
+                               lambda body: gw.predict(request, body, name, version, call))
 
     @app.post("/v1/models/{name}/predict", tags=["models"], responses=_ERRORS,
               openapi_extra=_PREDICT_BODY)
@@ -593,13 +597,8 @@ def create_app(config: GatewayConfig, engine: Engine | None = None) -> FastAPI:
     async def explain(name: str, request: Request) -> Any:
         """An explanation of a batch's predictions (``explain`` permission)."""
         call = _call(request, name)
-        try:
-            body = await _read_body(request, config.max_body_bytes)
-        except _Refused as exc:
-            failed: _Refused = exc
-            return await run(request, "explain", call, lambda: _raise(failed))
-        return await run(request, "explain", call,
-                         lambda: gw.explain(request, body, name, call))
+        return await with_body(request, "explain", call,
+                               lambda body: gw.explain(request, body, name, call))
 
     @app.post("/v1/models/{name}/detectors/reset", tags=["operations"],
               responses={**_ERRORS, 400: {"description": "no principal named"}})
@@ -607,7 +606,7 @@ def create_app(config: GatewayConfig, engine: Engine | None = None) -> FastAPI:
         """Clear a principal's extraction flag on this model, so its requests are answered
         again (admin on the model or on ``*``)."""
         call = _call(request, name)
-        return await run(request, "detectors-reset", call,
+        return await run("detectors-reset", call,
                          lambda: gw.reset_detectors(request, name, principal, call))
 
     @app.get("/v1/models/{name}/download", tags=["models"], responses=_ERRORS)
@@ -615,7 +614,7 @@ def create_app(config: GatewayConfig, engine: Engine | None = None) -> FastAPI:
                        version: str | None = None) -> Any:
         """The weights (``download`` permission: white-box access), re-verified first."""
         call = _call(request, name)
-        result = await run(request, "download", call,
+        result = await run("download", call,
                            lambda: gw.download(request, name, version, file, call))
         if isinstance(result, _Download):
             return StreamingResponse(
