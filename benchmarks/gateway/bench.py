@@ -170,7 +170,7 @@ def main() -> None:
         env["BASTION_DB_URL"] = args.db
         if args.db.startswith("postgresql"):
             schema = "bench_" + uuid.uuid4().hex[:8]
-            env["BASTION_GATEWAY_DB_SCHEMA"] = schema
+            env["BASTION_DB_SCHEMA"] = schema  # the CLI's and serve's --db-schema
     else:
         env["BASTION_DB_URL"] = f"sqlite:///{work / 'gateway.db'}"
     env["BASTION_GATEWAY_QUOTA"] = json.dumps({"rate": 1e6, "burst": 10**7, "per-day": 10**9})
@@ -184,8 +184,6 @@ def main() -> None:
             [BASTION, *argv], env=env, capture_output=True, text=True, check=True
         ).stdout
 
-    if schema:  # the CLI reads the schema from the gateway settings, as serve does
-        env["BASTION_GATEWAY_DB_SCHEMA"] = schema
     cli(
         "models",
         "add",
@@ -256,6 +254,10 @@ def main() -> None:
     finally:
         stop(gateway)
         stop(bare)
+        if schema:  # leave the shared database as it was
+            from bastion.db import connect, drop_schema
+
+            drop_schema(connect(args.db, schema=schema), schema)
 
     med = {k: {m: statistics.median(v) for m, v in slot.items()} for k, slot in results.items()}
     lines = [
