@@ -58,3 +58,116 @@ def test_fast_path_reads_environment_and_declines_what_it_does_not_know(tmp_path
                env={"BASTION_FORMAT": "json", "BASTION_QUIET": "1"})
     assert env.returncode == 1
     assert '"PICKLE-DANGEROUS-GLOBAL"' in env.stdout
+
+
+# -- bastion sign --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def signing(tmp_path: Path) -> tuple[Path, Path]:
+    """A small model folder and an ECDSA key pair."""
+    model = tmp_path / "model"
+    (model / "sub").mkdir(parents=True)
+    (model / "weights.bin").write_bytes(os.urandom(300_000))
+    (model / "sub" / "config.json").write_text('{"a": 1}')
+    (model / ".git").mkdir()
+    (model / ".git" / "HEAD").write_text("ref")
+    key = tmp_path / "key.pem"
+    done = subprocess.run([sys.executable, "-m", "bastion", "keygen", str(key)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return model, key
+
+
+def _verify(model: Path, key: Path, signature: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bastion", "verify", str(model), "--key",
+                           str(key.with_suffix(".pub")), "-s", str(signature), "-q", "-f",
+                           "json"], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("extra", [
+    [],
+    ["--method", "files"],
+    ["--method=shards", "--shard-size", "100000", "--workers=1"],
+    ["--hash", "blake2b", "--ignore", "sub", "--include-git"],
+])
+def test_sign_fast_path_matches_typer(signing: tuple[Path, Path], tmp_path: Path,
+                                      extra: list[str]) -> None:
+    model, key = signing
+    sigs = {}
+    for fast in (True, False):
+        sig = tmp_path / f"{'fast' if fast else 'typer'}.sig"
+        done = _run(["sign", str(model), "--key", str(key), "-o", str(sig), *extra],
+                    tmp_path, fast=fast)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.startswith("signed "), done.stderr
+        assert str(sig) in done.stderr
+        sigs[fast] = sig
+        assert _verify(model, key, sig).returncode == 0
+    import json
+
+    def manifest(sig: Path) -> object:  # the signed statement: the same bytes hashed alike
+        import base64
+
+        bundle = json.loads(sig.read_text())
+        return json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+
+    assert manifest(sigs[True]) == manifest(sigs[False])
+
+
+@pytest.mark.parametrize("case", ["no-key-file", "public-key", "no-path", "bad-shard-size"])
+def test_sign_fast_path_errors_match_typer(signing: tuple[Path, Path], tmp_path: Path,
+                                           case: str) -> None:
+    model, key = signing
+    args = {"no-key-file": ["sign", str(model), "--key", str(tmp_path / "none.pem")],
+            "public-key": ["sign", str(model), "--key", str(key.with_suffix(".pub"))],
+            "no-path": ["sign", str(tmp_path / "absent"), "--key", str(key)],
+            "bad-shard-size": ["sign", str(model), "--key", str(key), "--shard-size", "0"],
+            }[case]
+    slow = _run(args, tmp_path, fast=False)
+    assert slow.returncode == 2
+    if case == "bad-shard-size":  # Typer's own range message: the fast path declines
+        from bastion.cli.fast import run_fast
+
+        assert run_fast(args) is None
+        return
+    fast = _run(args, tmp_path, fast=True)
+    assert fast.returncode == 2
+    assert fast.stderr.splitlines()[0] == slow.stderr.splitlines()[0]
+    assert "Traceback" not in fast.stderr
+    assert not (model / "model.sig").exists()  # a failed signing writes nothing
+
+
+def test_sign_fast_path_declines_what_it_does_not_know(signing: tuple[Path, Path]) -> None:
+    from bastion.cli.fast import run_fast
+
+    model, key = signing
+    for args in (["sign", "--help"], ["sign", str(model)],  # no key: Typer's usage message
+                 ["sign", str(model), "--key", str(key), "--sigstore"],
+                 ["sign", str(model), "--key", str(key), "--cert", "c.pem"],
+                 ["sign", str(model), "--key", str(key), "--hash", "md5"],
+                 ["sign", str(model), "--key", str(key), "--workers", "x"],
+                 ["sign", str(model), str(model), "--key", str(key)]):
+        assert run_fast(args) is None, args
+
+
+def test_sign_hashes_before_the_signing_code_is_imported(signing: tuple[Path, Path],
+                                                         tmp_path: Path) -> None:
+    """The fast path of `bastion sign` has not imported Typer, Rich or cryptography when the
+    hashing threads start: the start-up overlaps the hashing."""
+    model, key = signing
+    probe = ("import sys, threading\n"
+             "from bastion.sign import hashing\n"
+             "seen = {}\n"
+             "original = hashing.Pending.__init__\n"
+             "def spy(self, *a, **k):\n"
+             "    seen.update({m: m in sys.modules for m in ('typer', 'rich', 'cryptography')})\n"
+             "    original(self, *a, **k)\n"
+             "hashing.Pending.__init__ = spy\n"
+             "from bastion.cli.fast import run_fast\n"
+             f"rc = run_fast(['sign', {str(model)!r}, '--key', {str(key)!r}, '-q'])\n"
+             "print(rc, sorted(m for m, loaded in seen.items() if loaded), len(seen))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.split() == ["0", "[]", "3"], (done.stdout, done.stderr)
+    assert (model / "model.sig").is_file()

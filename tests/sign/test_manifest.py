@@ -186,3 +186,40 @@ def test_manifest_equals_model_signing_manifest(model: Path, method: str, hash_t
     ours = build_manifest(model, model / "model.sig",
                           Options(method, hash_type, shard_size or 1, workers=2))
     assert {(r.name, r.algorithm, r.digest.hex()) for r in ours.resources} == theirs
+
+
+def test_cancelled_hashing_stops_its_threads_and_reports_no_digest(tmp_path: Path) -> None:
+    import threading
+
+    from bastion.sign.hashing import start_hashing
+    from bastion.sign.manifest import Serialization, walk_model
+
+    for i in range(8):
+        (tmp_path / f"f{i}.bin").write_bytes(os.urandom(1 << 20) * 8)
+    walk = walk_model(tmp_path, [])
+    pending = start_hashing(walk.files, Serialization("shards", "sha256", 1 << 20), workers=2)
+    pending.cancel()
+    assert not [t for t in threading.enumerate() if t.name.startswith("bastion-hash")]
+    hashed = pending.result()
+    # whatever finished before the cancel is a real digest; the rest is an error, never a
+    # digest of part of a unit
+    assert hashed.errors  # 64 MiB cannot be hashed before the cancel lands
+    assert all(e.reason == "cancelled" for e in hashed.errors)
+    full = start_hashing(walk.files, Serialization("shards", "sha256", 1 << 20), 2).result()
+    assert len(full.resources) == 64
+    assert not full.errors
+    done = {(r.path, r.start): r.digest for r in full.resources}
+    assert all(done[(r.path, r.start)] == r.digest for r in hashed.resources)
+
+
+def test_a_key_that_does_not_load_stops_the_hashing(tmp_path: Path) -> None:
+    from bastion.errors import UsageError
+    from bastion.sign.interface import sign_model
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "w.bin").write_bytes(b"x" * 1000)
+    (tmp_path / "bad.pem").write_text("not a key")
+    with pytest.raises(UsageError, match="not a PEM private key"):
+        sign_model(model, tmp_path / "bad.pem")
+    assert not (model / "model.sig").exists()

@@ -18,7 +18,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -109,11 +109,14 @@ def plan(files: Sequence[LocalFile], serialization: Serialization) -> list[Unit]
     return units
 
 
-def _read_into(handle: int, unit: Unit, hasher: _Hasher, buffer: bytearray) -> None:
+def _read_into(handle: int, unit: Unit, hasher: _Hasher, buffer: bytearray,
+               stop: threading.Event | None) -> None:
     view = memoryview(buffer)
     offset = unit.start or 0
     remaining = unit.length
     while remaining > 0:
+        if stop is not None and stop.is_set():
+            raise HashingError(unit.file.rel, "cancelled")
         got = os.preadv(handle, [view[:min(len(view), remaining)]], offset)
         if got <= 0:
             raise HashingError(unit.file.rel, "file shrank while it was hashed")
@@ -125,7 +128,7 @@ def _read_into(handle: int, unit: Unit, hasher: _Hasher, buffer: bytearray) -> N
 
 
 def hash_unit(unit: Unit, new: Callable[[], _Hasher], buffer: bytearray,
-              hash_type: str) -> bytes:
+              hash_type: str, stop: threading.Event | None = None) -> bytes:
     """The digest of one unit; :class:`HashingError` when the file cannot be read through."""
     if hash_type == "blake3" and unit.start is None and unit.length >= BLAKE3_PARALLEL_MIN:
         return _blake3_mmap(unit)
@@ -140,7 +143,7 @@ def hash_unit(unit: Unit, new: Callable[[], _Hasher], buffer: bytearray,
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(handle, unit.start or 0, unit.length, os.POSIX_FADV_SEQUENTIAL)
         hasher = new()
-        _read_into(handle, unit, hasher, buffer)
+        _read_into(handle, unit, hasher, buffer, stop)
         return hasher.digest()
     except OSError as exc:
         if isinstance(exc, HashingError):
@@ -170,33 +173,71 @@ class Hashed:
     errors: list[HashingError]
 
 
+class Pending:
+    """Hashing under way in worker threads: :func:`start_hashing` returns at once, so the
+    caller can load keys and import the signing machinery while the bytes are read."""
+
+    def __init__(self, files: Sequence[LocalFile], serialization: Serialization,
+                 workers: int | None) -> None:
+        self._new = _factory(serialization.hash_type)
+        self._hash_type = serialization.hash_type
+        self._algorithm = serialization.algorithm
+        self._stop = threading.Event()
+        self._local = threading.local()
+        units = plan(files, serialization)
+        workers = min(max(1, workers or default_workers()), max(1, len(units)))
+        self._pool: ThreadPoolExecutor | None = None
+        self._units = units
+        self._futures: list[Future[Resource | HashingError]] = []
+        if workers > 1 and len(units) > 1:
+            self._pool = ThreadPoolExecutor(max_workers=workers,
+                                            thread_name_prefix="bastion-hash")
+            self._futures = [self._pool.submit(self._run, u) for u in units]
+
+    def _run(self, unit: Unit) -> Resource | HashingError:
+        if self._stop.is_set():
+            return HashingError(unit.file.rel, "cancelled")
+        buffer: bytearray | None = getattr(self._local, "buffer", None)
+        if buffer is None:
+            buffer = self._local.buffer = bytearray(CHUNK)
+        try:
+            digest = hash_unit(unit, self._new, buffer, self._hash_type, self._stop)
+        except HashingError as exc:
+            return exc
+        return Resource(unit.file.rel, digest, self._algorithm, unit.start, unit.end)
+
+    def cancel(self) -> None:
+        """Stop: units not started are skipped; the call returns when the threads are done."""
+        self._stop.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def result(self) -> Hashed:
+        """Wait for every unit; results in manifest order."""
+        if self._pool is None:
+            results = [self._run(u) for u in self._units]
+        else:
+            try:
+                results = [HashingError(u.file.rel, "cancelled") if f.cancelled()
+                           else f.result() for u, f in zip(self._units, self._futures,
+                                                           strict=True)]
+            finally:
+                self._pool.shutdown(wait=True)
+        resources = [r for r in results if isinstance(r, Resource)]
+        errors = {e.rel: e for e in results if isinstance(e, HashingError)}
+        resources = [r for r in resources if r.path not in errors]
+        resources.sort(key=Resource.sort_key)
+        return Hashed(resources, sorted(errors.values(), key=lambda e: e.rel))
+
+
+def start_hashing(files: Sequence[LocalFile], serialization: Serialization,
+                  workers: int | None = None) -> Pending:
+    """Start hashing every file as ``serialization`` says, in parallel; ``.result()`` waits.
+    With one worker (or one unit) the work happens in ``.result()``, on the caller's thread."""
+    return Pending(files, serialization, workers)
+
+
 def hash_files(files: Sequence[LocalFile], serialization: Serialization,
                workers: int | None = None) -> Hashed:
     """Hash every file as ``serialization`` says, in parallel; results in manifest order."""
-    new = _factory(serialization.hash_type)
-    units = plan(files, serialization)
-    workers = max(1, workers or default_workers())
-    algorithm = serialization.algorithm
-    local = threading.local()
-
-    def run(unit: Unit) -> Resource | HashingError:
-        buffer: bytearray | None = getattr(local, "buffer", None)
-        if buffer is None:
-            buffer = local.buffer = bytearray(CHUNK)
-        try:
-            digest = hash_unit(unit, new, buffer, serialization.hash_type)
-        except HashingError as exc:
-            return exc
-        return Resource(unit.file.rel, digest, algorithm, unit.start, unit.end)
-
-    if workers == 1 or len(units) <= 1:
-        results = [run(u) for u in units]
-    else:
-        with ThreadPoolExecutor(max_workers=min(workers, len(units)),
-                                thread_name_prefix="bastion-hash") as pool:
-            results = list(pool.map(run, units))
-    resources = [r for r in results if isinstance(r, Resource)]
-    errors = {e.rel: e for e in results if isinstance(e, HashingError)}
-    resources = [r for r in resources if r.path not in errors]
-    resources.sort(key=Resource.sort_key)
-    return Hashed(resources, sorted(errors.values(), key=lambda e: e.rel))
+    return start_hashing(files, serialization, workers).result()

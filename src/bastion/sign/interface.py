@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bastion.errors import UsageError
 from bastion.files import replace_atomic
-from bastion.sign.formats import encode_bundle, pae, statement
-from bastion.sign.hashing import blake3_available, hash_files
-from bastion.sign.keys import describe, key_hint, load_private_key, sign_bytes
+from bastion.sign.hashing import Pending, blake3_available, start_hashing
 from bastion.sign.manifest import (
     DEFAULT_IGNORES,
     DEFAULT_SHARD_SIZE,
@@ -34,7 +33,12 @@ from bastion.sign.manifest import (
     normalise_ignore,
     walk_model,
 )
-from bastion.sign.verify import Result, Trust, verify_model
+
+if TYPE_CHECKING:
+    from bastion.sign.keys import PrivateKey
+    from bastion.sign.verify import Result, Trust, verify_model
+
+_T = TypeVar("_T")
 
 __all__ = ["Options", "Result", "Signed", "Trust", "build_manifest", "default_signature",
            "sign_model", "verify_model"]
@@ -90,8 +94,24 @@ def _relative_inside(model: Path, path: Path) -> str | None:
     return None if rel.startswith("..") else rel.replace(os.sep, "/")
 
 
+def __getattr__(name: str) -> Any:
+    """The verifier, imported on first use: signing starts hashing before ``cryptography``
+    and the bundle code are imported (see :func:`sign_model`)."""
+    if name in ("Result", "Trust", "verify_model"):
+        from bastion.sign import verify
+
+        return getattr(verify, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def build_manifest(model: Path, signature: Path, options: Options = Options()) -> Manifest:
     """Walk and hash the model; a :class:`UsageError` for anything that cannot be signed."""
+    return _start_manifest(model, signature, options)()
+
+
+def _start_manifest(model: Path, signature: Path,
+                    options: Options) -> _Manifesting:
+    """Walk the model and start hashing it; calling the result waits for the manifest."""
     options.check()
     if not os.path.lexists(model):
         raise UsageError(f"path not found: {model}")
@@ -121,11 +141,29 @@ def build_manifest(model: Path, signature: Path, options: Options = Options()) -
         options.method, options.hash_type,
         options.shard_size if options.method == SHARDS else None,
         walk.has_links, tuple(ignores) if model.is_dir() else ())
-    hashed = hash_files(walk.files, serialization, options.workers)
-    if hashed.errors:
-        raise UsageError(f"cannot sign {model}: " + "; ".join(str(e) for e in hashed.errors[:5]))
-    return Manifest(model_name(model), serialization, tuple(hashed.resources),
-                    {f.rel: f.size for f in walk.files})
+    pending = start_hashing(walk.files, serialization, options.workers)
+    return _Manifesting(model, serialization, pending, {f.rel: f.size for f in walk.files})
+
+
+@dataclass
+class _Manifesting:
+    """A manifest whose files are being hashed."""
+
+    model: Path
+    serialization: Serialization
+    pending: Pending
+    sizes: dict[str, int]
+
+    def __call__(self) -> Manifest:
+        hashed = self.pending.result()
+        if hashed.errors:
+            raise UsageError(f"cannot sign {self.model}: "
+                             + "; ".join(str(e) for e in hashed.errors[:5]))
+        return Manifest(model_name(self.model), self.serialization, tuple(hashed.resources),
+                        self.sizes)
+
+    def cancel(self) -> None:
+        self.pending.cancel()
 
 
 def sign_model(model: Path, key: Path, *, output: Path | None = None,
@@ -135,15 +173,18 @@ def sign_model(model: Path, key: Path, *, output: Path | None = None,
     clock = time.perf_counter()
     output = output or default_signature(model)
     _check_output(output)
-    private = load_private_key(key, password)
-    certificates: list[bytes] = []
-    if certificate is not None:
-        from bastion.sign.certs import signing_chain
-
-        certificates = signing_chain(certificate, chain, private)
-    elif chain:
+    if chain and certificate is None:
         raise UsageError("--cert-chain needs --cert (the signing certificate)")
-    manifest = build_manifest(model, output, options)
+    # Hashing is nearly all the work; it starts first, and the key, its certificates and
+    # the code that writes the bundle (cryptography's import alone is tens of milliseconds)
+    # are loaded meanwhile. A key that does not load stops the hashing.
+    manifesting = _start_manifest(model, output, options)
+    private, certificates = _while_hashing(manifesting.cancel, _load_signer, key, password,
+                                           certificate, chain)
+    manifest = manifesting()
+    from bastion.sign.formats import encode_bundle, pae, statement
+    from bastion.sign.keys import describe, key_hint, sign_bytes
+
     payload = statement(manifest)
     signature = sign_bytes(private, pae(payload))
     hint = key_hint(private.public_key())
@@ -158,6 +199,28 @@ def sign_model(model: Path, key: Path, *, output: Path | None = None,
                  "only",)
     return Signed(output, manifest, len(manifest.sizes or {}), sum((manifest.sizes or {})
                   .values()), signer, time.perf_counter() - clock, notes)
+
+
+def _load_signer(key: Path, password: bytes | None, certificate: Path | None,
+                 chain: Sequence[Path]) -> tuple[PrivateKey, list[bytes]]:
+    from bastion.sign import formats  # noqa: F401  (imported now, used after the hashing)
+    from bastion.sign.keys import load_private_key
+
+    private = load_private_key(key, password)
+    certificates: list[bytes] = []
+    if certificate is not None:
+        from bastion.sign.certs import signing_chain
+
+        certificates = signing_chain(certificate, chain, private)
+    return private, certificates
+
+
+def _while_hashing(cancel: Callable[[], None], work: Callable[..., _T], *args: Any) -> _T:
+    try:
+        return work(*args)
+    except BaseException:
+        cancel()
+        raise
 
 
 def _check_output(output: Path) -> None:
