@@ -171,3 +171,67 @@ def test_sign_hashes_before_the_signing_code_is_imported(signing: tuple[Path, Pa
                           timeout=60)
     assert done.stdout.split() == ["0", "[]", "3"], (done.stdout, done.stderr)
     assert (model / "model.sig").is_file()
+
+
+# -- bastion verify ------------------------------------------------------------------------------
+
+
+def _stable(text: str) -> str:
+    import re
+
+    text = re.sub(r'"(seconds|started|startTimeUtc)": [^,\n]*', "", text)
+    return re.sub(r"in \d+\.\d+s", "in Ns", text)
+
+
+@pytest.mark.parametrize("case", ["verified", "modified", "added", "wrong-key", "unsigned",
+                                  "no-trust", "sarif", "corrupt"])
+def test_verify_fast_path_matches_typer(signing: tuple[Path, Path], tmp_path: Path,
+                                        case: str) -> None:
+    model, key = signing
+    sig = tmp_path / "model.sig"
+    done = _run(["sign", str(model), "--key", str(key), "-o", str(sig), "-q"], tmp_path,
+                fast=True)
+    assert done.returncode == 0, done.stderr
+    pub = str(key.with_suffix(".pub"))
+    args = ["verify", str(model), "-s", str(sig), "--key", pub, "-f", "json", "-q"]
+    expected = 1
+    if case == "verified":
+        expected = 0
+    elif case == "modified":
+        (model / "weights.bin").write_bytes(b"changed")
+    elif case == "added":
+        (model / "extra.txt").write_text("new")
+    elif case == "wrong-key":
+        other = tmp_path / "other.pem"
+        subprocess.run([sys.executable, "-m", "bastion", "keygen", str(other)], check=True,
+                       capture_output=True, timeout=60)
+        args[args.index(pub)] = str(other.with_suffix(".pub"))
+    elif case == "unsigned":
+        args = ["verify", str(model), "--key", pub, "-f", "json", "-q"]  # no model/model.sig
+    elif case == "no-trust":
+        args = ["verify", str(model), "-s", str(sig), "-q"]
+        expected = 2
+    elif case == "sarif":
+        args = ["verify", str(model), f"--signature={sig}", f"--key={pub}", "--format=sarif",
+                "--quiet", "--fail-on", "critical"]
+        (model / "weights.bin").write_bytes(b"changed")  # a modified file is critical
+    elif case == "corrupt":
+        sig.write_text(sig.read_text()[:-40])
+    fast = _run(args, tmp_path, fast=True)
+    slow = _run(args, tmp_path, fast=False)
+    assert fast.returncode == slow.returncode == expected, (fast.stderr, slow.stderr)
+    assert _stable(fast.stdout) == _stable(slow.stdout)
+    assert "Traceback" not in fast.stderr
+    if expected == 2:
+        assert fast.stderr.splitlines()[0] == slow.stderr.splitlines()[0]
+
+
+def test_verify_fast_path_declines_what_it_does_not_know(signing: tuple[Path, Path]) -> None:
+    from bastion.cli.fast import run_fast
+
+    model, key = signing
+    for args in (["verify", "--help"], ["verify"],
+                 ["verify", str(model), "--sigstore", "--identity", "a", "--issuer", "b"],
+                 ["verify", str(model), "--key", str(key), "--format", "xml"],
+                 ["verify", str(model), "--key", str(key), "--workers", "0"]):
+        assert run_fast(args) is None, args

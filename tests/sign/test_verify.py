@@ -298,3 +298,70 @@ def test_unusual_but_legal_names_round_trip(model: Path, keypair: MakeKey) -> No
     (model / "a:b:0:1.bin").write_bytes(b"changed")
     [finding] = verify(model, signature, pair.trust()).findings
     assert finding.location.path.endswith("/a:b:0:1.bin")
+
+
+# -- hashing started before the signature is checked (the fast path of `bastion verify`) ------
+
+
+def test_early_hashing_gives_the_same_verdicts(signed: tuple[Path, Path, Trust],
+                                               keypair: MakeKey) -> None:
+    import threading
+
+    from bastion.sign.early import start_early
+    from bastion.sign.verify import verify_model
+
+    model, signature, trust = signed
+
+    def both(t: Trust) -> tuple[list[str], list[str]]:
+        early = start_early(model, signature, workers=2)
+        assert early is not None
+        fast = verify_model(model, signature, t, workers=2, early=early)
+        assert not [th for th in threading.enumerate() if th.name.startswith("bastion-hash")]
+        return rule_ids(fast), rule_ids(verify(model, signature, t))
+
+    fast, slow = both(trust)
+    assert fast == slow == [rules.VERIFIED.id]
+    other = keypair("ecdsa-p256", name="other").trust()
+    fast, slow = both(other)
+    assert fast == slow == [rules.WRONG_KEY.id]
+    data = bytearray((model / "weights.bin").read_bytes())
+    data[10] ^= 1
+    (model / "weights.bin").write_bytes(bytes(data))
+    fast, slow = both(trust)
+    assert fast == slow == [rules.FILE_MODIFIED.id]
+
+
+def test_early_hashing_trusts_nothing_the_signature_does_not_verify(
+        signed: tuple[Path, Path, Trust]) -> None:
+    """A signature whose statement was edited (other hashing settings) is refused, though the
+    early hashing followed the edited settings; an early start for another signature file is
+    ignored; a hostile shard size starts nothing."""
+    from bastion.sign.early import start_early
+    from bastion.sign.verify import verify_model
+
+    model, signature, trust = signed
+    bundle = json.loads(signature.read_text())
+    envelope = bundle["dsseEnvelope"]
+    original = base64.b64decode(envelope["payload"]).decode()
+
+    def edit(shard_size: int) -> None:
+        statement = json.loads(original.replace("sharded-1000", f"sharded-{shard_size}"))
+        statement["predicate"]["serialization"]["shard_size"] = shard_size
+        envelope["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+        edited.write_text(json.dumps(bundle))
+
+    edited = model.parent / "edited.sig"
+    edit(500)
+    early = start_early(model, edited, workers=2)
+    assert early is not None
+    assert early.serialization.shard_size == 500
+    result = verify_model(model, edited, trust, workers=2, early=early)
+    assert rule_ids(result) == [rules.SIGNATURE_INVALID.id]
+
+    early = start_early(model, edited, workers=2)  # for edited.sig, used with the original
+    result = verify_model(model, signature, trust, workers=2, early=early)
+    assert rule_ids(result) == [rules.VERIFIED.id]
+
+    os.truncate(model / "weights.bin", 1 << 40)  # sparse: a terabyte of nothing
+    edit(1)  # 10^12 shards, if believed
+    assert start_early(model, edited, workers=2) is None

@@ -76,6 +76,8 @@ def run_fast(argv: Sequence[str]) -> int | None:
     """The exit code of ``bastion scan|sign ...``, or None when Typer should handle it."""
     if argv and argv[0] == "sign":
         return _sign_fast(argv[1:])
+    if argv and argv[0] == "verify":
+        return _verify_fast(argv[1:])
     if not argv or argv[0] != "scan":
         return None
     from bastion.findings import Severity
@@ -228,6 +230,103 @@ def _sign_fast(args: Sequence[str]) -> int | None:
                  f"{done.signature}", *(f"note: {note}" for note in done.notes)]
         sys.stderr.write("".join(line + "\n" for line in lines))
     return 0
+
+
+#: ``bastion verify`` options taking a value; those repeatable collect a list.
+_VERIFY_VALUES = {"-s": "signature", "--signature": "signature", "--workers": "workers",
+                  "--identity": "identity", **_VALUE_OPTIONS}
+_VERIFY_LISTS = {"-k": "key", "--key": "key", "--cert-chain": "cert_chain"}
+
+
+def _parse_verify(args: Sequence[str]) -> tuple[list[str], dict[str, str],
+                                                 dict[str, list[str]], bool] | None:
+    paths: list[str] = []
+    values: dict[str, str] = {}
+    lists: dict[str, list[str]] = {"key": [], "cert_chain": []}
+    quiet = False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        key, inline = arg, None
+        if arg.startswith("--") and "=" in arg:
+            key, inline = arg.split("=", 1)
+        if arg in ("-q", "--quiet"):
+            quiet = True
+        elif key in _VERIFY_VALUES or key in _VERIFY_LISTS:
+            if inline is None:
+                if i + 1 >= len(args):
+                    return None
+                i += 1
+                inline = args[i]
+            if key in _VERIFY_LISTS:
+                lists[_VERIFY_LISTS[key]].append(inline)
+            else:
+                values[_VERIFY_VALUES[key]] = inline
+        elif arg.startswith("-"):
+            return None  # --help, --sigstore, ...: Typer's job
+        else:
+            paths.append(arg)
+        i += 1
+    return paths, values, lists, quiet
+
+
+def _verify_fast(args: Sequence[str]) -> int | None:
+    """``bastion verify PATH [--key PUB] ...``: hashing starts from the signature's own
+    settings while the keys, the policy and the report code load (see
+    :func:`bastion.sign.early.start_early`); the verification proper decides."""
+    parsed = _parse_verify(args)
+    if parsed is None or len(parsed[0]) != 1:
+        return None
+    (path,), values, lists, quiet_flag = parsed
+    for key, env in _ENV.items():
+        if key not in values and os.environ.get(env):
+            values[key] = os.environ[env]
+    quiet = _env_quiet(quiet_flag)
+    if quiet is None:
+        return None
+    try:
+        workers = _positive(values.get("workers"))
+    except ValueError:
+        return None
+    from bastion.sign.early import start_early
+    from bastion.sign.interface import default_signature
+
+    model = Path(path)
+    signature = Path(values["signature"]) if "signature" in values else None
+    early = None
+    if os.path.lexists(model) and (signature is None or signature.is_file()):
+        early = start_early(model, signature or default_signature(model), workers)
+    from bastion.findings import Severity
+    from bastion.report import Format
+
+    try:
+        fmt = Format(values.get("format", "terminal").lower())
+        fail_on = Severity(values["fail_on"].lower()) if "fail_on" in values else None
+    except ValueError:
+        if early is not None:
+            early.cancel()
+        return None  # Typer says what the choices are
+    from bastion.cli.base import emit, exit_code, resolve_policy, unexpected
+    from bastion.cli.signing import trust_from_options, verify_report
+    from bastion.errors import BastionError
+
+    try:
+        policy, source = resolve_policy(Path(values["policy"]) if "policy" in values
+                                        else None, fail_on)
+        trust = trust_from_options(lists["key"], [Path(c) for c in lists["cert_chain"]],
+                                   values.get("identity"), False, None, False, policy)
+        report = verify_report(model, signature, trust, policy, source, workers, early)
+        emit(report, fmt, Path(values["output"]) if "output" in values else None, quiet)
+    except BastionError as exc:
+        return _error(exc.message, exc.hint)
+    except KeyboardInterrupt:
+        return _error("interrupted", None, 130)
+    except Exception as exc:  # unanticipated: a missing extra, or a bug said plainly
+        return _error(*unexpected(exc))
+    finally:
+        if early is not None:
+            early.cancel()
+    return exit_code(report)
 
 
 def _error(message: str, hint: str | None, code: int = EXIT_ERROR) -> int:

@@ -10,8 +10,6 @@ Nothing heavy is imported until a command runs: ``cryptography`` only on the sig
 from __future__ import annotations
 
 import os
-import time
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,15 +28,14 @@ from bastion.cli.common import (
     resolve_policy,
     stderr_console,
 )
+from bastion.cli.signing import trust_from_options, verify_report
 from bastion.errors import UsageError
-from bastion.findings import Report, Severity
-from bastion.policy import Policy
+from bastion.findings import Severity
 from bastion.report import Format
 from bastion.sign.manifest import DEFAULT_SHARD_SIZE
 
 if TYPE_CHECKING:
     from bastion.sign.interface import Options
-    from bastion.sign.verify import Trust
 
 
 class Method(StrEnum):
@@ -58,7 +55,7 @@ class KeyType(StrEnum):
     ED25519 = "ed25519"
 
 
-WORKERS = typer.Option(None, "--workers", min=1, help="Hashing threads (default: one per CPU).")
+WORKERS = typer.Option(None, "--workers", min=1, help="Hashing threads (default: two per CPU).")
 PASSWORD_ENV = typer.Option(None, "--password-env", metavar="VAR",
                             help="Read the private key's password from this environment "
                                  "variable.")
@@ -172,67 +169,10 @@ def verify(
     """Verify a signed model: exit 1 when anything differs from what was signed."""
     with guarded():
         policy, source = resolve_policy(policy_file, fail_on)
-        trust = _trust(key, cert_chain, identity, sigstore, issuer, staging, policy)
-        report = _verify_report(path, signature, trust, policy, source, workers)
+        trust = trust_from_options(key, cert_chain, identity, sigstore, issuer, staging, policy)
+        report = verify_report(path, signature, trust, policy, source, workers)
         emit(report, fmt, output, quiet)
     raise typer.Exit(exit_code(report))
-
-
-def _trust(keys: list[str], chain: list[Path], identity: str | None, sigstore: bool,
-           issuer: str | None, staging: bool, policy: Policy) -> Trust:
-    from bastion.sign.analyzer import trust_from_policy
-    from bastion.sign.certs import load_certificates
-    from bastion.sign.keys import load_public_key
-    from bastion.sign.verify import Trust
-
-    if sigstore:
-        if identity is None or issuer is None:
-            raise UsageError("--sigstore needs --identity and --issuer",
-                             hint="e.g. --identity you@example.com --issuer "
-                                  "https://accounts.google.com")
-        from bastion.sign.sigstore import sigstore_check
-
-        return Trust(sigstore=sigstore_check(identity, issuer, staging=staging))
-    if not keys and not chain:
-        trust = trust_from_policy(policy)
-        if trust.empty:
-            raise UsageError("nothing to verify with", hint="give --key PUBLIC.pem or "
-                             "--cert-chain CA.pem, or set [sign] keys in the policy")
-        return trust if identity is None else Trust(trust.keys, trust.roots, identity)
-    return Trust(keys=tuple(load_public_key(k) for k in keys),
-                 roots=tuple(load_certificates(chain, "CA certificate")), identity=identity)
-
-
-def _verify_report(path: Path, signature: Path | None, trust: Trust, policy: Policy,
-                   source: str, workers: int | None) -> Report:
-    from bastion import __version__
-    from bastion.findings import Location, ScanStats
-    from bastion.policy import apply_policy
-    from bastion.sign import rules
-    from bastion.sign.interface import default_signature
-    from bastion.sign.verify import verify_model
-
-    started, clock = datetime.now(UTC), time.perf_counter()
-    if not os.path.lexists(path):
-        raise UsageError(f"path not found: {path}")
-    if signature is not None and not signature.is_file():
-        raise UsageError(f"signature file not found: {signature}")
-    sig = signature or default_signature(path)
-    if sig.is_file():
-        result = verify_model(path, sig, trust, workers=workers)
-        findings = result.findings
-        manifest = result.manifest
-        files = len(manifest.by_path()) if manifest is not None else 0
-        size = sum((manifest.sizes or {}).values()) if manifest is not None else 0
-    else:
-        findings = [rules.MISSING.finding(Location(path=str(path)), f"{path} is not signed: "
-                                          f"no signature at {sig}")]
-        files = size = 0
-    return Report(
-        tool_version=__version__, started=started, roots=(str(path),), fail_on=policy.fail_on,
-        findings=tuple(apply_policy(findings, policy, source=source)),
-        stats=ScanStats(files=files, bytes=size, analyzed=1,
-                        seconds=round(time.perf_counter() - clock, 3)))
 
 
 def keygen(

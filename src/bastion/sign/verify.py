@@ -11,7 +11,6 @@ is none, one ``SIGN-VERIFIED`` finding (severity info) records the signature's s
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +20,8 @@ from bastion.findings import Finding, Location
 from bastion.rules import UNREADABLE
 from bastion.sign import rules
 from bastion.sign.diff import Where, compare
+from bastion.sign.early import Early, read_signature, start_hashing_as
 from bastion.sign.formats import (
-    MAX_BUNDLE_SIZE,
     PAYLOAD_TYPE,
     Bundle,
     FormatError,
@@ -31,9 +30,12 @@ from bastion.sign.formats import (
     parse_bundle,
     parse_statement,
 )
-from bastion.sign.hashing import HashingError, hash_files
+from bastion.sign.hashing import HashingError
 from bastion.sign.keys import TrustedKey, verify_bytes
-from bastion.sign.manifest import Manifest, ManifestError, walk_model
+from bastion.sign.manifest import (
+    Manifest,
+    ManifestError,
+)
 
 #: Verifies a Sigstore (keyless) bundle file; returns the signed payload and who signed it.
 SigstoreCheck = Callable[[Path], tuple[bytes, str]]
@@ -74,21 +76,33 @@ class Result:
         return any(f.rule_id == rules.VERIFIED.id for f in self.findings)
 
 
-def read_signature(path: Path) -> bytes:
-    """The signature file's bytes, refusing one too large to be a signature."""
-    with path.open("rb") as handle:
-        data = handle.read(MAX_BUNDLE_SIZE + 1)
-    return data
-
-
 def verify_model(model: Path, signature: Path, trust: Trust, *, folder: str | None = None,
                  signature_name: str | None = None, workers: int | None = None,
-                 data: bytes | None = None, beside: bool = False) -> Result:
+                 data: bytes | None = None, beside: bool = False,
+                 early: Early | None = None) -> Result:
     """Verify ``model`` (a folder or file) against ``signature``; never raises on hostile input.
 
     ``beside``: ``model`` is the folder the signature lies in, and a single-file signature
     is for the file it names there (how ``bastion scan`` finds what a signature covers).
+    ``early``: hashing :func:`bastion.sign.early.start_early` began before the keys were
+    loaded; used when the verified manifest asks for exactly that hashing, else cancelled.
     """
+    if early is not None and (early.signature != signature or early.model != model):
+        early.cancel()  # started for another pair: of no use here
+        early = None
+    if early is not None:
+        data = early.data  # the very bytes the hashing settings were read from
+    try:
+        return _verify(model, signature, trust, folder, signature_name, workers, data,
+                       beside, early)
+    finally:
+        if early is not None:
+            early.cancel()  # a no-op when its hashing was used
+
+
+def _verify(model: Path, signature: Path, trust: Trust, folder: str | None,
+            signature_name: str | None, workers: int | None, data: bytes | None,
+            beside: bool, early: Early | None) -> Result:
     where = Where(folder if folder is not None else str(model),
                   signature_name if signature_name is not None else str(signature))
     result = Result()
@@ -111,7 +125,8 @@ def verify_model(model: Path, signature: Path, trust: Trust, *, folder: str | No
     except _Refused as refused:
         result.findings.append(refused.finding)
         return result
-    result.findings.extend(_check_folder(model, signature, result.manifest, where, workers))
+    result.findings.extend(_check_folder(model, signature, result.manifest, where, workers,
+                                         early))
     if not result.findings:
         count = len(result.manifest.by_path())
         result.findings.append(rules.VERIFIED.finding(
@@ -254,42 +269,33 @@ def _file_beside(folder: Path, manifest: Manifest, where: Where) -> tuple[Path, 
     return folder / name, Where(shown, where.signature)
 
 
-def _inside(model: Path, signature: Path) -> str | None:
-    """The signature's path relative to the model folder, when it lies inside it."""
-    try:
-        rel = os.path.relpath(os.path.realpath(signature), os.path.realpath(model))
-    except ValueError:  # pragma: no cover - another drive on Windows
-        return None
-    return None if rel.startswith("..") or rel == "." else rel.replace(os.sep, "/")
-
-
 def _check_folder(model: Path, signature: Path, manifest: Manifest, where: Where,
-                  workers: int | None) -> list[Finding]:
+                  workers: int | None, early: Early | None = None) -> list[Finding]:
     serialization = manifest.serialization
-    ignores = list(serialization.ignore_paths)
-    own = _inside(model, signature)
-    if own is not None:
-        ignores.append(own)  # a signature can never be part of its own manifest
-    try:
-        walk = walk_model(model, ignores)
-    except (OSError, ManifestError) as exc:
-        reason = getattr(exc, "strerror", None) or exc
-        return [UNREADABLE.finding(Location(path=where.folder), f"cannot read the model: {reason}")]
+    if (early is not None and early.hashing is not None and early.model == model
+            and early.serialization == serialization):
+        started = early.hashing
+    else:
+        if early is not None:
+            early.cancel()
+        try:
+            started = start_hashing_as(model, signature, serialization, workers)
+        except (OSError, ManifestError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            return [UNREADABLE.finding(Location(path=where.folder),
+                                       f"cannot read the model: {reason}")]
+        except HashingError as exc:
+            return [rules.UNSUPPORTED.finding(Location(path=where.signature), exc.reason,
+                                              properties=where.properties())]
+    walk, files = started.walk, started.files
     findings = [rules.FILE_UNVERIFIABLE.finding(where.location(p.rel), f"{p.rel}: {p.reason}",
                                                 properties=where.properties(path=p.rel))
                 for p in walk.problems]
-    files = walk.files
-    if not serialization.allow_symlinks:
-        for f in (f for f in files if f.link):
-            findings.append(rules.FILE_UNVERIFIABLE.finding(
-                where.location(f.rel), f"{f.rel} is a symbolic link, and the signature was "
-                "made without links", properties=where.properties(path=f.rel)))
-        files = [f for f in files if not f.link]
-    try:
-        hashed = hash_files(files, serialization, workers)
-    except HashingError as exc:
-        return [*findings, rules.UNSUPPORTED.finding(Location(path=where.signature),
-                                                     exc.reason, properties=where.properties())]
+    for f in (f for f in walk.files if f.link and f not in files):
+        findings.append(rules.FILE_UNVERIFIABLE.finding(
+            where.location(f.rel), f"{f.rel} is a symbolic link, and the signature was "
+            "made without links", properties=where.properties(path=f.rel)))
+    hashed = started.pending.result()
     findings.extend(rules.FILE_UNVERIFIABLE.finding(
         where.location(e.rel), f"{e.rel}: {e.reason}", properties=where.properties(path=e.rel))
         for e in hashed.errors)
