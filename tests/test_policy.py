@@ -327,3 +327,17 @@ def test_policy_through_a_scan(tmp_path: Path) -> None:
     loop = next(f for f in report.findings if f.rule_id == "SCAN-SYMLINK-LOOP")
     assert loop.suppression is not None  # still in the report, marked
     assert report.counts()[Severity.HIGH] == 0
+
+
+def test_find_policy_reads_pyproject_only_when_it_can_hold_bastion(tmp_path: Path) -> None:
+    from bastion.policy import find_policy
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text('[project]\nname = "x"\n[tool.black]\nindent = 4\n')
+    assert find_policy(project) is None
+    # a key spelt with escapes is still [tool.bastion] to TOML, and so to Bastion
+    (project / "pyproject.toml").write_text('[tool."b\\u0061stion"]\nfail-on = "low"\n')
+    assert find_policy(project) == project / "pyproject.toml"
+    (project / "pyproject.toml").write_text('[tool.bastion]\nfail-on = "low"\n')
+    assert find_policy(project) == project / "pyproject.toml"

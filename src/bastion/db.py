@@ -80,6 +80,10 @@ def connect(url: str | None = None, *, schema: str | None = None, pool_size: int
                 raise StorageError(f"cannot create the folder of {redact(url)}: "
                                    f"{exc.strerror or exc}") from None
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        if parsed.database and parsed.database != ":memory:":
+            # Connections are kept, not opened per checkout: one beyond the pool would be
+            # closed on return, and opening one (with its pragmas) costs more than a query.
+            kwargs.update(pool_size=pool_size, max_overflow=2 * pool_size)
     elif backend == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
         kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)

@@ -159,12 +159,18 @@ def find_policy(start: Path) -> Path | None:
             return candidate
         pyproject = folder / PYPROJECT
         if pyproject.is_file():
-            import tomllib  # only when there is a file to read: start-up matters
+            try:
+                text = pyproject.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue  # not ours to complain about unless named explicitly
+            if "bastion" not in text and "\\u" not in text and "\\U" not in text:
+                continue  # no [tool.bastion] can hide in it (a key's escapes are the one way)
+            import tomllib  # only when the file may be ours: start-up matters
 
             try:
-                data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-                continue  # not ours to complain about unless named explicitly
+                data = tomllib.loads(text)
+            except tomllib.TOMLDecodeError:
+                continue
             if isinstance(data.get("tool"), dict) and "bastion" in data["tool"]:
                 return pyproject
     return None

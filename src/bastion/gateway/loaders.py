@@ -149,7 +149,8 @@ def probabilities(raw: Any) -> np.ndarray[Any, Any]:
     if not np.isfinite(arr).all():
         raise LoaderError("the model produced NaN or infinite scores")
     sums = arr.sum(axis=1)
-    if arr.min() >= 0.0 and arr.max() <= 1.0 and np.allclose(sums, 1.0, atol=1e-3):
+    # (np.allclose costs ~20 µs on a tiny array; this is the same test, atol only)
+    if arr.min() >= 0.0 and arr.max() <= 1.0 and float(np.abs(sums - 1.0).max()) <= 1e-3:
         return arr / sums[:, None]  # type: ignore[no-any-return]
     shifted = np.exp(arr - arr.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)  # type: ignore[no-any-return]
