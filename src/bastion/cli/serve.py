@@ -62,6 +62,13 @@ def serve(
             open_db(config.db_url, schema=config.db_schema).dispose()
         except StorageError as exc:
             fail(str(exc))
+        if config.jwt is not None:
+            from bastion.gateway.app import jwt_authenticator
+
+            try:  # a JWKS file that is missing or unusable: one line here, not a worker's crash
+                jwt_authenticator(config.jwt)
+            except ConfigError as exc:
+                fail(str(exc))
         # Workers build their app from the environment: the settings travel as JSON.
         os.environ["BASTION_GATEWAY_SETTINGS"] = json.dumps(
             config.model_dump(mode="json", by_alias=True, exclude_none=True))

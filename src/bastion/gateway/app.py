@@ -9,7 +9,10 @@ like a success:
    cannot enumerate models they have no right on); then the permission (403);
 4. quota (429 with ``Retry-After``);
 5. the input schema (413/422);
-6. the model — loaded once per version, after re-checking its content digest;
+6. the model — loaded once per version, after re-checking its content digest (a version
+   that fails to load is answered the same way, without another try, for ``refresh-seconds``;
+   at most ``max-loaded-models`` versions stay loaded, and a retired or replaced version is
+   unloaded when the registry is next read);
 7. the model's attack detectors, when configured (:mod:`bastion.gateway.detectors`): a
    principal flagged for extraction is refused before step 4 in block mode; after the model
    answers, feature squeezing screens the inputs and the extraction monitor records them
@@ -28,12 +31,13 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -43,7 +47,7 @@ from starlette.requests import ClientDisconnect
 
 from bastion import __version__
 from bastion.gateway import access, audit, keys, registry
-from bastion.gateway.config import GatewayConfig
+from bastion.gateway.config import ConfigError, GatewayConfig, JWTSettings
 from bastion.gateway.detectors import Detectors, Verdict
 from bastion.gateway.errors import (
     AuthError,
@@ -58,12 +62,18 @@ from bastion.gateway.principals import BLACK_BOX, WHITE_BOX, Permission, Princip
 from bastion.gateway.quotas import MemoryQuotas, QuotaSpec, RedisQuotas
 from bastion.gateway.schema import InputSchema
 
+if TYPE_CHECKING:
+    from bastion.gateway.tokens import JWTAuthenticator
+
 log = logging.getLogger("bastion.gateway")
 
 SERVICE = "bastion-gateway"
 #: How long a request waits for its audit entry to commit before it is refused (503).
 _AUDIT_WAIT = 30.0
 _QUERY = frozenset({Permission.PREDICT, Permission.SCORES})
+#: Load failures remembered at once. They are keyed by admitted versions only (a request
+#: reaches the loader after the registry lookup), so this is a safety bound, rarely reached.
+_MAX_FAILURES = 256
 
 
 class _Refused(Exception):
@@ -106,16 +116,9 @@ class Gateway:
     def __init__(self, config: GatewayConfig, engine: Engine) -> None:
         self.config = config
         self.engine = engine
+        # First: a JWKS file that cannot be used stops start-up before any thread is started.
+        self.jwt = jwt_authenticator(config.jwt) if config.jwt is not None else None
         self.keys = keys.KeyAuthenticator(engine)
-        self.jwt: Any = None
-        if config.jwt is not None:
-            from bastion.gateway.tokens import JWTAuthenticator
-
-            j = config.jwt
-            self.jwt = JWTAuthenticator(j.jwks, issuer=j.issuer, audience=j.audience,
-                                        algorithms=j.algorithms,
-                                        principal_claim=j.principal_claim,
-                                        groups_claim=j.groups_claim, leeway=j.leeway)
         self.access = access.AccessCache(engine, ttl=config.refresh_seconds)
         self.quotas: MemoryQuotas | RedisQuotas = (
             RedisQuotas(config.redis_url, prefix=config.redis_prefix) if config.redis_url
@@ -124,8 +127,12 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.detectors = Detectors(config)
         self._records: dict[tuple[str, str | None], tuple[float, registry.ModelRecord]] = {}
-        self._loaded: dict[tuple[str, str], _Loaded] = {}
-        self._load_lock = threading.Lock()
+        #: Loaded versions, least recently used first (at most ``max_loaded_models``).
+        self._loaded: OrderedDict[tuple[str, str], _Loaded] = OrderedDict()
+        #: Versions whose load failed: until when, and the answer to give meanwhile.
+        self._failed: dict[tuple[str, str], tuple[float, _Refused]] = {}
+        self._load_lock = threading.Lock()  # one load at a time
+        self._cache_lock = threading.Lock()  # short: reads and writes of the two above
 
     # -- the steps -------------------------------------------------------------------------
 
@@ -146,7 +153,7 @@ class Gateway:
         try:
             if token.startswith(keys.TOKEN_PREFIX) or self.jwt is None:
                 return self.keys.authenticate(token)
-            return self.jwt.authenticate(token)  # type: ignore[no-any-return]
+            return self.jwt.authenticate(token)
         except AuthError as exc:
             raise _Refused(401, f"auth_{exc.reason}", exc.message,
                            {"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
@@ -158,9 +165,36 @@ class Gateway:
         cached = self._records.get((name, version))
         if cached is not None and now - cached[0] < self.config.refresh_seconds:
             return cached[1]
-        rec = registry.get(self.engine, name, version)
+        try:
+            rec = registry.get(self.engine, name, version)
+        except NotFound:
+            # Retired (or never admitted): what was loaded of it is never served again.
+            self._unload(name, None if version is None else {version})
+            raise
         self._records[(name, version)] = (now, rec)
+        if version is None:
+            self._unload_stale(rec, cached[1].version if cached is not None else None)
         return rec
+
+    def _unload_stale(self, current: registry.ModelRecord, previous: str | None) -> None:
+        """After the registry named ``current`` as its model's current version: unload the
+        version it replaced (``previous``; a request pinned to it loads it again), and every
+        loaded version of the model the registry no longer serves (retired)."""
+        if previous is not None and previous != current.version:
+            self._unload(current.name, {previous})
+        with self._cache_lock:
+            others = {v for n, v in self._loaded if n == current.name} - {current.version}
+        for version in others:  # loaded by pinned requests: still served?
+            with suppress(NotFound):  # retired: record() unloads it
+                self.record(current.name, version)  # cached for refresh_seconds, like theirs
+
+    def _unload(self, name: str, versions: set[str] | None) -> None:
+        """Drop the loaded ``versions`` of ``name`` (all of them for ``None``)."""
+        with self._cache_lock:
+            for key in [k for k in self._loaded
+                        if k[0] == name and (versions is None or k[1] in versions)]:
+                del self._loaded[key]
+                log.info("unloaded %s@%s", *key)
 
     def authorize(self, principal: Principal, name: str, version: str | None,
                   wanted: frozenset[Permission], call: _Call) -> tuple[registry.ModelRecord,
@@ -196,19 +230,73 @@ class Gateway:
                            f"retry after {retry} s", {"Retry-After": str(retry)})
 
     def loaded(self, rec: registry.ModelRecord) -> _Loaded:
+        """The version ``rec`` loaded, loading it first if need be. A version whose load
+        failed is answered with the same error, without hashing or loading it again, for
+        ``refresh_seconds``: a broken or hostile model cannot cost a hash per request."""
         key = (rec.name, rec.version)
-        hit = self._loaded.get(key)
+        hit = self._held(key)
         if hit is not None:
             return hit
         with self._load_lock:
-            hit = self._loaded.get(key)
+            hit = self._held(key)
             if hit is None:
-                registry.verify_content(rec)  # a file swapped since admission is refused here
-                schema = InputSchema.model_validate(rec.input_schema)
-                predictor = load_predictor(rec.loader, Path(rec.path), factory=rec.factory,
-                                           input_schema=schema, scan_clean=rec.scan_clean)
-                hit = self._loaded[key] = _Loaded(rec, schema, predictor)
+                try:
+                    loaded = self._load(rec)
+                except Exception as exc:
+                    self._failed_now(key, exc)
+                    raise
+                hit = self._keep(key, loaded)
         return hit
+
+    def _held(self, key: tuple[str, str]) -> _Loaded | None:
+        """The loaded version (now the most recently used), or ``None`` to load it; the
+        remembered refusal while its last load failed less than ``refresh_seconds`` ago."""
+        with self._cache_lock:
+            hit = self._loaded.get(key)
+            if hit is not None:
+                self._loaded.move_to_end(key)
+                return hit
+            failed = self._failed.get(key)
+            if failed is None:
+                return None
+            if time.monotonic() < failed[0]:
+                refused = failed[1]
+            else:  # time to try again (the file may have been put right)
+                del self._failed[key]
+                return None
+        raise _Refused(refused.status, refused.reason, refused.message)
+
+    @staticmethod
+    def _load(rec: registry.ModelRecord) -> _Loaded:
+        registry.verify_content(rec)  # a file swapped since admission is refused here
+        schema = InputSchema.model_validate(rec.input_schema)
+        predictor = load_predictor(rec.loader, Path(rec.path), factory=rec.factory,
+                                   input_schema=schema, scan_clean=rec.scan_clean)
+        return _Loaded(rec, schema, predictor)
+
+    def _keep(self, key: tuple[str, str], loaded: _Loaded) -> _Loaded:
+        with self._cache_lock:
+            self._failed.pop(key, None)
+            self._loaded[key] = loaded
+            while len(self._loaded) > self.config.max_loaded_models:
+                old, _ = self._loaded.popitem(last=False)
+                log.info("unloaded %s@%s (least recently used)", *old)
+        return loaded
+
+    def _failed_now(self, key: tuple[str, str], exc: Exception) -> None:
+        """Remember a failed load, with the answer it got, for ``refresh_seconds``."""
+        if self.config.refresh_seconds <= 0:
+            return
+        now = time.monotonic()
+        status, reason, message = _failure(exc)
+        with self._cache_lock:
+            if len(self._failed) >= _MAX_FAILURES:
+                for old in [k for k, (until, _) in self._failed.items() if until <= now]:
+                    del self._failed[old]
+                while len(self._failed) >= _MAX_FAILURES:  # the oldest failure goes first
+                    del self._failed[next(iter(self._failed))]
+            self._failed[key] = (now + self.config.refresh_seconds,
+                                 _Refused(status, reason, message))
 
     # -- handlers (run in a worker thread) -------------------------------------------------
 
@@ -349,6 +437,29 @@ class _Download:
             self.handle.close()
 
 
+def jwt_authenticator(settings: JWTSettings) -> JWTAuthenticator:
+    """The bearer-token authenticator of ``settings``, its keys loaded now when they come
+    from a file: a missing or unusable JWKS file is a :class:`ConfigError` naming it, at
+    start-up, not a gateway that refuses every token. A JWKS URL is fetched on first use."""
+    from bastion.gateway.tokens import JWKSError
+
+    authenticator = settings.authenticator()
+    try:
+        authenticator.load_file()
+    except JWKSError as exc:
+        raise ConfigError(f"[gateway.jwt] jwks: {exc}") from None
+    return authenticator
+
+
+def _failure(exc: Exception) -> tuple[int, str, str]:
+    """Status, reason and message of the answer to an error that is not a refusal."""
+    if isinstance(exc, ModelIntegrityError):
+        return 503, "integrity", str(exc)
+    if isinstance(exc, GatewayError):
+        return 503, "unavailable", f"{type(exc).__name__}: {exc}"
+    return 500, "error", f"internal error ({type(exc).__name__})"
+
+
 def _header_safe(name: str) -> str:
     return "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in name)
 
@@ -453,11 +564,17 @@ def create_app(config: GatewayConfig, engine: Engine | None = None) -> FastAPI:
     """The gateway application; ``engine`` defaults to ``config.db_url``."""
     from bastion.gateway.tables import open_db, prepare
 
+    opened = engine is None
     if engine is None:
         engine = open_db(config.db_url, schema=config.db_schema)
     else:
         prepare(engine)
-    gw = Gateway(config, engine)
+    try:
+        gw = Gateway(config, engine)
+    except BaseException:
+        if opened:
+            engine.dispose()
+        raise
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -498,18 +615,15 @@ def create_app(config: GatewayConfig, engine: Engine | None = None) -> FastAPI:
         except InputRejected as exc:
             status, reason = exc.status, "bad_input"
             response = _error(exc.status, "bad_input", exc.message)
-        except ModelIntegrityError as exc:
-            status, reason = 503, "integrity"
-            log.error("refusing %s@%s: %s", call.model, call.version, exc)
-            response = _error(503, "integrity", str(exc))
-        except GatewayError as exc:
-            status, reason = 503, "unavailable"
-            log.error("%s failed: %s: %s", operation, type(exc).__name__, exc)
-            response = _error(503, "unavailable", f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # the model or a backend failed: never a traceback out
-            status, reason = 500, "error"
-            log.exception("%s failed", operation)
-            response = _error(500, "error", f"internal error ({type(exc).__name__})")
+            if isinstance(exc, ModelIntegrityError):
+                log.error("refusing %s@%s: %s", call.model, call.version, exc)
+            elif isinstance(exc, GatewayError):
+                log.error("%s failed: %s: %s", operation, type(exc).__name__, exc)
+            else:
+                log.exception("%s failed", operation)
+            status, reason, message = _failure(exc)
+            response = _error(status, reason, message)
         elapsed = time.perf_counter() - started
         decision = ("allow" if status < 400 else "rate_limited" if status == 429
                     else "error" if status >= 500 else "deny")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -19,6 +19,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+if TYPE_CHECKING:
+    from bastion.gateway.tokens import JWTAuthenticator
 
 ENV_PREFIX = "BASTION_GATEWAY_"
 #: ``BASTION_GATEWAY_*`` variables that are not settings: ``bastion serve`` reads HOST and PORT
@@ -56,12 +59,17 @@ class JWTSettings(_Strict):
         """Build the authenticator once (it reads nothing yet), so a setting it refuses
         (``HS256``, an empty issuer, a plain-http JWKS URL) is a settings error at start-up,
         not a worker's crash."""
+        self.authenticator()
+        return self
+
+    def authenticator(self) -> JWTAuthenticator:
+        """The authenticator these settings describe; it reads no keys yet."""
         from bastion.gateway.tokens import JWTAuthenticator
 
-        JWTAuthenticator(self.jwks, issuer=self.issuer, audience=self.audience,
-                         algorithms=self.algorithms, principal_claim=self.principal_claim,
-                         groups_claim=self.groups_claim, leeway=self.leeway)
-        return self
+        return JWTAuthenticator(self.jwks, issuer=self.issuer, audience=self.audience,
+                                algorithms=self.algorithms,
+                                principal_claim=self.principal_claim,
+                                groups_claim=self.groups_claim, leeway=self.leeway)
 
 
 Mode = Literal["off", "alert", "block"]
@@ -125,8 +133,13 @@ class GatewayConfig(_Strict):
     public_metrics: bool = False
     #: Serve only these models (default: every admitted one).
     models: tuple[str, ...] | None = None
-    #: How long a registry or grant change may take to reach a running gateway.
+    #: How long a registry or grant change may take to reach a running gateway (and how long
+    #: a model version that failed to load is refused with the same answer before it is
+    #: tried again).
     refresh_seconds: float = Field(1.0, ge=0, le=3600)
+    #: Model versions held loaded at once; the least recently used one is unloaded first
+    #: (a later request loads it again, after re-checking its content digest).
+    max_loaded_models: int = Field(32, ge=1, le=10_000)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: Attack detection per model; ``"*"`` holds the defaults of every model.
     detectors: dict[str, DetectorSettings] = Field(default_factory=dict)

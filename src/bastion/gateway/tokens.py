@@ -298,13 +298,16 @@ class _KeySource:
                             f"signing keys are stale and cannot be refreshed: {self._error}")
         return current
 
-    def _refresh(self, now: float) -> bool:
+    def _refresh(self, now: float, *, quiet: bool = False) -> bool:
+        """Fetch and parse the keys; a failure is logged (unless ``quiet``: the caller
+        raises it) and kept in ``_error``."""
         try:
             keys = parse_jwks(self.read(), self.algorithms)
         except JWKSError as exc:
             self._error = str(exc)
             self._next_attempt = time.monotonic() + self.failure_retry
-            log.warning("JWKS refresh failed: %s", exc)
+            if not quiet:
+                log.warning("JWKS refresh failed: %s", exc)
             return False
         self._set = _KeySet(keys, time.monotonic())
         self._next_attempt = -float("inf")
@@ -313,7 +316,7 @@ class _KeySource:
     def refresh(self) -> None:
         """Load the keys now (at start-up), raising :class:`JWKSError` when that fails."""
         with self._lock:
-            if not self._refresh(time.monotonic()):
+            if not self._refresh(time.monotonic(), quiet=True):
                 raise JWKSError(self._error)
 
 
@@ -344,11 +347,11 @@ class _FileSource(_KeySource):
         self._seen = stamp
         return data
 
-    def _refresh(self, now: float) -> bool:
+    def _refresh(self, now: float, *, quiet: bool = False) -> bool:
         # A file that changed into something unusable must not keep its old keys serving:
         # the operator may have removed a compromised key. Fail closed. Reading a local file
         # is cheap, so a broken one is read again on the next request (no back-off).
-        if super()._refresh(now):
+        if super()._refresh(now, quiet=quiet):
             return True
         self._set = None
         self._next_attempt = -float("inf")
@@ -431,6 +434,26 @@ class JWTAuthenticator:
     def refresh(self) -> None:
         """Load the JWKS now; :class:`JWKSError` says why it cannot be used."""
         self.source.refresh()
+
+    @property
+    def jwks_file(self) -> Path | None:
+        """The JWKS file, or ``None`` when the keys come from a URL."""
+        return self.source.path if isinstance(self.source, _FileSource) else None
+
+    def load_file(self) -> None:
+        """Load the keys now when they come from a file, so that a missing or unusable file
+        stops start-up (:class:`JWKSError`, naming the file) instead of leaving a gateway
+        that refuses every token. A URL is left to the first token: its server may be out
+        of reach for a moment, and the keys are fetched again when it is back."""
+        path = self.jwks_file
+        if path is None:
+            return
+        try:
+            self.source.refresh()
+        except JWKSError as exc:
+            why = str(exc)
+            raise JWKSError(why if str(path) in why
+                            else f"the JWKS file {path} cannot be used: {why}") from None
 
     def authenticate(self, token: str) -> Principal:
         """The principal a valid token names, or :class:`AuthError` with the reason."""
