@@ -55,7 +55,7 @@ class KeyType(StrEnum):
     ED25519 = "ed25519"
 
 
-WORKERS = typer.Option(None, "--workers", min=1, help="Hashing threads (default: two per CPU).")
+WORKERS = typer.Option(None, "--workers", min=1, help="Hashing threads (default: one per CPU).")
 PASSWORD_ENV = typer.Option(None, "--password-env", metavar="VAR",
                             help="Read the private key's password from this environment "
                                  "variable.")
