@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,27 +39,44 @@ _TRUE = {"1", "true", "yes", "y", "on", "t"}
 _FALSE = {"0", "false", "no", "n", "off", "f", ""}
 
 
-def _parse(args: Sequence[str]) -> tuple[list[str], dict[str, str], bool] | None:
+_QUIET = {"-q": "quiet", "--quiet": "quiet"}
+_NONE: Mapping[str, str] = {}
+_Parsed = tuple[list[str], dict[str, str], dict[str, list[str]], set[str]]
+
+
+def _parse(args: Sequence[str], values: Mapping[str, str], lists: Mapping[str, str] = _NONE,
+           flags: Mapping[str, str] = _QUIET) -> _Parsed | None:
+    """Paths, option values (the last one given wins, as in Click), repeatable options'
+    lists and flags, by the option names given; None for anything else (``--help``, an
+    unknown option, a missing value, a combined short flag): Typer's job."""
     paths: list[str] = []
-    values: dict[str, str] = {}
-    quiet = False
+    got: dict[str, str] = {}
+    listed: dict[str, list[str]] = {name: [] for name in lists.values()}
+    seen: set[str] = set()
     i = 0
     while i < len(args):
         arg = args[i]
-        if arg in ("-q", "--quiet"):
-            quiet = True
-        elif arg in _VALUE_OPTIONS and i + 1 < len(args):
-            values[_VALUE_OPTIONS[arg]] = args[i + 1]
-            i += 1
-        elif arg.startswith("--") and "=" in arg and arg.split("=", 1)[0] in _VALUE_OPTIONS:
-            key, value = arg.split("=", 1)
-            values[_VALUE_OPTIONS[key]] = value
+        key, inline = arg, None
+        if arg.startswith("--") and "=" in arg:
+            key, inline = arg.split("=", 1)
+        if arg in flags:
+            seen.add(flags[arg])
+        elif key in values or key in lists:
+            if inline is None:
+                if i + 1 >= len(args):
+                    return None
+                i += 1
+                inline = args[i]
+            if key in lists:
+                listed[lists[key]].append(inline)
+            else:
+                got[values[key]] = inline
         elif arg.startswith("-"):
-            return None  # --help, --no-..., a combined short flag: Typer's job
+            return None
         else:
             paths.append(arg)
         i += 1
-    return paths, values, quiet
+    return paths, got, listed, seen
 
 
 def _env_quiet(quiet: bool) -> bool | None:
@@ -83,10 +100,11 @@ def run_fast(argv: Sequence[str]) -> int | None:
     from bastion.findings import Severity
     from bastion.report import Format
 
-    parsed = _parse(argv[1:])
+    parsed = _parse(argv[1:], _VALUE_OPTIONS)
     if parsed is None or not parsed[0] or any(os.environ.get(env) for env in _BULK_ENV):
         return None
-    paths, values, quiet = parsed
+    paths, values, _, flags = parsed
+    quiet = "quiet" in flags
     for key, env in _ENV.items():
         if key not in values and os.environ.get(env):
             values[key] = os.environ[env]
@@ -132,44 +150,10 @@ def _run(paths: list[str], fmt: Format, output: Path | None, policy_file: Path |
 _SIGN_VALUES = {"-k": "key", "--key": "key", "-o": "output", "--output": "output",
                 "--method": "method", "--hash": "hash", "--shard-size": "shard_size",
                 "--workers": "workers", "--password-env": "password_env"}
+_SIGN_LISTS = {"--ignore": "ignore"}
+_SIGN_FLAGS = {**_QUIET, "--include-git": "include-git"}
 _SIGN_METHODS = ("shards", "files")
 _SIGN_HASHES = ("sha256", "blake2b", "blake3")
-
-
-def _parse_sign(args: Sequence[str]) -> tuple[list[str], dict[str, str], list[str],
-                                               set[str]] | None:
-    paths: list[str] = []
-    values: dict[str, str] = {}
-    ignore: list[str] = []
-    flags: set[str] = set()
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        key, inline = arg, None
-        if arg.startswith("--") and "=" in arg:
-            key, inline = arg.split("=", 1)
-        if arg in ("-q", "--quiet"):
-            flags.add("quiet")
-        elif arg == "--include-git":
-            flags.add("include-git")
-        elif key in _SIGN_VALUES or key == "--ignore":
-            if inline is None:
-                if i + 1 >= len(args):
-                    return None
-                i += 1
-                inline = args[i]
-            if key == "--ignore":
-                ignore.append(inline)
-            elif _SIGN_VALUES[key] in values:
-                return None  # given twice: Typer's rules decide
-            else:
-                values[_SIGN_VALUES[key]] = inline
-        elif arg.startswith("-"):
-            return None  # --help, --cert, --sigstore, ...: Typer's job
-        else:
-            paths.append(arg)
-        i += 1
-    return paths, values, ignore, flags
 
 
 def _positive(text: str | None) -> int | None:
@@ -184,10 +168,11 @@ def _positive(text: str | None) -> int | None:
 def _sign_fast(args: Sequence[str]) -> int | None:
     """``bastion sign PATH --key KEY [hashing options]``: hashing starts before the heavy
     imports (see :func:`bastion.sign.interface.sign_model`)."""
-    parsed = _parse_sign(args)
+    parsed = _parse(args, _SIGN_VALUES, _SIGN_LISTS, _SIGN_FLAGS)
     if parsed is None or len(parsed[0]) != 1 or "key" not in parsed[1]:
         return None
-    (path,), values, ignore, flags = parsed
+    (path,), values, lists, flags = parsed
+    ignore = lists["ignore"]
     quiet = _env_quiet("quiet" in flags)
     if quiet is None or values.get("method", "shards") not in _SIGN_METHODS \
             or values.get("hash", "sha256") not in _SIGN_HASHES:
@@ -238,46 +223,15 @@ _VERIFY_VALUES = {"-s": "signature", "--signature": "signature", "--workers": "w
 _VERIFY_LISTS = {"-k": "key", "--key": "key", "--cert-chain": "cert_chain"}
 
 
-def _parse_verify(args: Sequence[str]) -> tuple[list[str], dict[str, str],
-                                                 dict[str, list[str]], bool] | None:
-    paths: list[str] = []
-    values: dict[str, str] = {}
-    lists: dict[str, list[str]] = {"key": [], "cert_chain": []}
-    quiet = False
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        key, inline = arg, None
-        if arg.startswith("--") and "=" in arg:
-            key, inline = arg.split("=", 1)
-        if arg in ("-q", "--quiet"):
-            quiet = True
-        elif key in _VERIFY_VALUES or key in _VERIFY_LISTS:
-            if inline is None:
-                if i + 1 >= len(args):
-                    return None
-                i += 1
-                inline = args[i]
-            if key in _VERIFY_LISTS:
-                lists[_VERIFY_LISTS[key]].append(inline)
-            else:
-                values[_VERIFY_VALUES[key]] = inline
-        elif arg.startswith("-"):
-            return None  # --help, --sigstore, ...: Typer's job
-        else:
-            paths.append(arg)
-        i += 1
-    return paths, values, lists, quiet
-
-
 def _verify_fast(args: Sequence[str]) -> int | None:
     """``bastion verify PATH [--key PUB] ...``: hashing starts from the signature's own
     settings while the keys, the policy and the report code load (see
     :func:`bastion.sign.early.start_early`); the verification proper decides."""
-    parsed = _parse_verify(args)
+    parsed = _parse(args, _VERIFY_VALUES, _VERIFY_LISTS)
     if parsed is None or len(parsed[0]) != 1:
         return None
-    (path,), values, lists, quiet_flag = parsed
+    (path,), values, lists, flags = parsed
+    quiet_flag = "quiet" in flags
     for key, env in _ENV.items():
         if key not in values and os.environ.get(env):
             values[key] = os.environ[env]
