@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -97,52 +97,73 @@ def run_fast(argv: Sequence[str]) -> int | None:
         return _verify_fast(argv[1:])
     if not argv or argv[0] != "scan":
         return None
-    from bastion.findings import Severity
-    from bastion.report import Format
-
     parsed = _parse(argv[1:], _VALUE_OPTIONS)
     if parsed is None or not parsed[0] or any(os.environ.get(env) for env in _BULK_ENV):
         return None
     paths, values, _, flags = parsed
-    quiet = "quiet" in flags
+    reporting = _reporting(values, flags)
+    if reporting is None:
+        return None
+    fmt, fail_on, quiet = reporting
+    return _guarded(lambda: _scan(paths, fmt, _path(values, "output"),
+                                  _path(values, "policy"), fail_on, quiet))
+
+
+def _reporting(values: dict[str, str], flags: set[str]) -> tuple[Format, Severity | None,
+                                                                 bool] | None:
+    """``--format``, ``--fail-on`` and ``--quiet``, or their environment variables (which
+    also fill ``values`` for ``--output`` and ``--policy``), as Typer reads them; None for
+    a value Typer should refuse with its own message (it lists the choices)."""
     for key, env in _ENV.items():
         if key not in values and os.environ.get(env):
             values[key] = os.environ[env]
-    checked = _env_quiet(quiet)
-    if checked is None:
+    quiet = _env_quiet("quiet" in flags)
+    if quiet is None:
         return None
-    quiet = checked
+    from bastion.findings import Severity
+    from bastion.report import Format
+
     try:
         fmt = Format(values.get("format", "terminal").lower())
         fail_on = Severity(values["fail_on"].lower()) if "fail_on" in values else None
     except ValueError:
-        return None  # Typer says what the choices are
-    output = Path(values["output"]) if "output" in values else None
-    policy_file = Path(values["policy"]) if "policy" in values else None
-    return _run(paths, fmt, output, policy_file, fail_on, quiet)
+        return None
+    return fmt, fail_on, quiet
 
 
-def _run(paths: list[str], fmt: Format, output: Path | None, policy_file: Path | None,
-         fail_on: Severity | None, quiet: bool) -> int:
-    from bastion.cli.base import emit, exit_code, progress_reporter, resolve_policy, unexpected
+def _path(values: dict[str, str], key: str) -> Path | None:
+    return Path(values[key]) if key in values else None
+
+
+def _guarded(work: Callable[[], int]) -> int:
+    """``work``'s exit code, or one clear error line and exit 2, never a traceback (as
+    :func:`bastion.cli.common.guarded` does for the Typer commands)."""
     from bastion.errors import BastionError
 
     try:
-        policy, source = resolve_policy(policy_file, fail_on)
-        from bastion.engine import scan_paths
-
-        update, stop = progress_reporter(quiet)
-        try:
-            report = scan_paths(paths, policy, policy_source=source, progress=update)
-        finally:
-            stop()
-        emit(report, fmt, output, quiet)
+        return work()
     except BastionError as exc:
         return _error(exc.message, exc.hint)
     except KeyboardInterrupt:
         return _error("interrupted", None, 130)
     except Exception as exc:  # unanticipated: a missing extra, or a bug said plainly
+        from bastion.cli.base import unexpected
+
         return _error(*unexpected(exc))
+
+
+def _scan(paths: list[str], fmt: Format, output: Path | None, policy_file: Path | None,
+          fail_on: Severity | None, quiet: bool) -> int:
+    from bastion.cli.base import emit, exit_code, progress_reporter, resolve_policy
+    from bastion.engine import scan_paths
+
+    policy, source = resolve_policy(policy_file, fail_on)
+    update, stop = progress_reporter(quiet)
+    try:
+        report = scan_paths(paths, policy, policy_source=source, progress=update)
+    finally:
+        stop()
+    emit(report, fmt, output, quiet)
     return exit_code(report)
 
 
@@ -152,10 +173,6 @@ _SIGN_VALUES = {"-k": "key", "--key": "key", "-o": "output", "--output": "output
                 "--workers": "workers", "--password-env": "password_env"}
 _SIGN_LISTS = {"--ignore": "ignore"}
 _SIGN_FLAGS = {**_QUIET, "--include-git": "include-git"}
-_SIGN_METHODS = ("shards", "files")
-_SIGN_HASHES = ("sha256", "blake2b", "blake3")
-
-
 def _positive(text: str | None) -> int | None:
     if text is None:
         return None
@@ -172,49 +189,34 @@ def _sign_fast(args: Sequence[str]) -> int | None:
     if parsed is None or len(parsed[0]) != 1 or "key" not in parsed[1]:
         return None
     (path,), values, lists, flags = parsed
-    ignore = lists["ignore"]
+    from bastion.sign.manifest import HASH_TYPES, METHODS
+
     quiet = _env_quiet("quiet" in flags)
-    if quiet is None or values.get("method", "shards") not in _SIGN_METHODS \
-            or values.get("hash", "sha256") not in _SIGN_HASHES:
+    if quiet is None or values.get("method", METHODS[0]) not in METHODS \
+            or values.get("hash", HASH_TYPES[0]) not in HASH_TYPES:
         return None
     try:
         shard_size = _positive(values.get("shard_size"))
         workers = _positive(values.get("workers"))
     except ValueError:
         return None
-    from bastion.errors import BastionError, UsageError
+    from bastion.cli.signing import password_from_env, signed_lines
     from bastion.sign.interface import Options, sign_model
-    from bastion.sign.manifest import DEFAULT_SHARD_SIZE
 
-    try:
-        password = None
-        if "password_env" in values:
-            secret = os.environ.get(values["password_env"])
-            if secret is None:
-                raise UsageError(f"--password-env {values['password_env']}: the variable "
-                                 "is not set")
-            password = secret.encode("utf-8")
-        options = Options(values.get("method", "shards"), values.get("hash", "sha256"),
-                          shard_size or DEFAULT_SHARD_SIZE, tuple(ignore),
+    def work() -> int:
+        default = Options()
+        options = Options(values.get("method", default.method),
+                          values.get("hash", default.hash_type),
+                          shard_size or default.shard_size, tuple(lists["ignore"]),
                           "include-git" not in flags, workers)
-        output = Path(values["output"]) if "output" in values else None
-        done = sign_model(Path(path), Path(values["key"]), output=output, password=password,
+        done = sign_model(Path(path), Path(values["key"]), output=_path(values, "output"),
+                          password=password_from_env(values.get("password_env")),
                           options=options)
-    except BastionError as exc:
-        return _error(exc.message, exc.hint)
-    except KeyboardInterrupt:
-        return _error("interrupted", None, 130)
-    except Exception as exc:  # unanticipated: a missing extra, or a bug said plainly
-        from bastion.cli.base import unexpected
+        if not quiet:
+            sys.stderr.write("".join(line + "\n" for line in signed_lines(done)))
+        return 0
 
-        return _error(*unexpected(exc))
-    if not quiet:
-        serialization = done.manifest.serialization
-        lines = [f"signed {done.files} files ({done.bytes:,} bytes, {serialization.method}, "
-                 f"{serialization.hash_type}) in {done.seconds:.2f} s with {done.signer}: "
-                 f"{done.signature}", *(f"note: {note}" for note in done.notes)]
-        sys.stderr.write("".join(line + "\n" for line in lines))
-    return 0
+    return _guarded(work)
 
 
 #: ``bastion verify`` options taking a value; those repeatable collect a list.
@@ -231,13 +233,6 @@ def _verify_fast(args: Sequence[str]) -> int | None:
     if parsed is None or len(parsed[0]) != 1:
         return None
     (path,), values, lists, flags = parsed
-    quiet_flag = "quiet" in flags
-    for key, env in _ENV.items():
-        if key not in values and os.environ.get(env):
-            values[key] = os.environ[env]
-    quiet = _env_quiet(quiet_flag)
-    if quiet is None:
-        return None
     try:
         workers = _positive(values.get("workers"))
     except ValueError:
@@ -245,42 +240,31 @@ def _verify_fast(args: Sequence[str]) -> int | None:
     from bastion.sign.early import start_early
     from bastion.sign.interface import default_signature
 
-    model = Path(path)
-    signature = Path(values["signature"]) if "signature" in values else None
+    model, signature = Path(path), _path(values, "signature")
     early = None
     if os.path.lexists(model) and (signature is None or signature.is_file()):
         early = start_early(model, signature or default_signature(model), workers)
-    from bastion.findings import Severity
-    from bastion.report import Format
-
     try:
-        fmt = Format(values.get("format", "terminal").lower())
-        fail_on = Severity(values["fail_on"].lower()) if "fail_on" in values else None
-    except ValueError:
-        if early is not None:
-            early.cancel()
-        return None  # Typer says what the choices are
-    from bastion.cli.base import emit, exit_code, resolve_policy, unexpected
-    from bastion.cli.signing import trust_from_options, verify_report
-    from bastion.errors import BastionError
+        reporting = _reporting(values, flags)
+        if reporting is None:
+            return None
+        fmt, fail_on, quiet = reporting
 
-    try:
-        policy, source = resolve_policy(Path(values["policy"]) if "policy" in values
-                                        else None, fail_on)
-        trust = trust_from_options(lists["key"], [Path(c) for c in lists["cert_chain"]],
-                                   values.get("identity"), False, None, False, policy)
-        report = verify_report(model, signature, trust, policy, source, workers, early)
-        emit(report, fmt, Path(values["output"]) if "output" in values else None, quiet)
-    except BastionError as exc:
-        return _error(exc.message, exc.hint)
-    except KeyboardInterrupt:
-        return _error("interrupted", None, 130)
-    except Exception as exc:  # unanticipated: a missing extra, or a bug said plainly
-        return _error(*unexpected(exc))
+        def work() -> int:
+            from bastion.cli.base import emit, exit_code, resolve_policy
+            from bastion.cli.signing import trust_from_options, verify_report
+
+            policy, source = resolve_policy(_path(values, "policy"), fail_on)
+            trust = trust_from_options(lists["key"], [Path(c) for c in lists["cert_chain"]],
+                                       values.get("identity"), False, None, False, policy)
+            report = verify_report(model, signature, trust, policy, source, workers, early)
+            emit(report, fmt, _path(values, "output"), quiet)
+            return exit_code(report)
+
+        return _guarded(work)
     finally:
         if early is not None:
-            early.cancel()
-    return exit_code(report)
+            early.cancel()  # a no-op once the verification has used it
 
 
 def _error(message: str, hint: str | None, code: int = EXIT_ERROR) -> int:

@@ -9,7 +9,6 @@ Nothing heavy is imported until a command runs: ``cryptography`` only on the sig
 
 from __future__ import annotations
 
-import os
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +27,12 @@ from bastion.cli.common import (
     resolve_policy,
     stderr_console,
 )
-from bastion.cli.signing import trust_from_options, verify_report
+from bastion.cli.signing import (
+    password_from_env,
+    signed_lines,
+    trust_from_options,
+    verify_report,
+)
 from bastion.errors import UsageError
 from bastion.findings import Severity
 from bastion.report import Format
@@ -59,15 +63,6 @@ WORKERS = typer.Option(None, "--workers", min=1, help="Hashing threads (default:
 PASSWORD_ENV = typer.Option(None, "--password-env", metavar="VAR",
                             help="Read the private key's password from this environment "
                                  "variable.")
-
-
-def _password(variable: str | None) -> bytes | None:
-    if variable is None:
-        return None
-    value = os.environ.get(variable)
-    if value is None:
-        raise UsageError(f"--password-env {variable}: the variable is not set")
-    return value.encode("utf-8")
 
 
 def sign(
@@ -117,16 +112,11 @@ def sign(
             raise UsageError("no signing key", hint="give --key PRIVATE.pem (make one with "
                              "`bastion keygen`), or --sigstore")
         done = sign_model(path, key, output=output, certificate=cert, chain=cert_chain,
-                          password=_password(password_env), options=options)
+                          password=password_from_env(password_env), options=options)
         if not quiet:
             console = stderr_console()
-            serialization = done.manifest.serialization
-            console.print(
-                f"signed {done.files} files ({done.bytes:,} bytes, {serialization.method}, "
-                f"{serialization.hash_type}) in {done.seconds:.2f} s with {done.signer}: "
-                f"{done.signature}", markup=False, highlight=False)
-            for note in done.notes:
-                console.print(f"note: {note}", markup=False, highlight=False)
+            for line in signed_lines(done):
+                console.print(line, markup=False, highlight=False)
 
 
 def _sign_sigstore(path: Path, output: Path, options: Options, staging: bool,
@@ -187,7 +177,7 @@ def keygen(
 
     with guarded():
         private, public, key = write_keypair(path, key_type.value, force=force,
-                                             password=_password(password_env))
+                                             password=password_from_env(password_env))
         console = stderr_console()
         console.print(f"wrote {key_type.value} private key {private} (mode 0600) and public "
                       f"key {public}; key hint {key_hint(key.public_key())}", markup=False,

@@ -1,5 +1,6 @@
-"""The parts of ``bastion verify`` that need no CLI framework: the trust the options name,
-and the report. Shared by the Typer command (:mod:`bastion.cli.sign`) and its fast path
+"""The parts of ``bastion sign`` and ``bastion verify`` that need no CLI framework: the key's
+password, what signing says, the trust the options name, and the verification report.
+Shared by the Typer commands (:mod:`bastion.cli.sign`) and their fast paths
 (:mod:`bastion.cli.fast`)."""
 
 from __future__ import annotations
@@ -17,7 +18,26 @@ if TYPE_CHECKING:
     from bastion.findings import Report
     from bastion.policy import Policy
     from bastion.sign.early import Early
+    from bastion.sign.interface import Signed
     from bastion.sign.verify import Trust
+
+
+def password_from_env(variable: str | None) -> bytes | None:
+    """The private key's password from the variable ``--password-env`` names."""
+    if variable is None:
+        return None
+    value = os.environ.get(variable)
+    if value is None:
+        raise UsageError(f"--password-env {variable}: the variable is not set")
+    return value.encode("utf-8")
+
+
+def signed_lines(done: Signed) -> list[str]:
+    """What ``bastion sign`` says on standard error when it is done."""
+    serialization = done.manifest.serialization
+    return [f"signed {done.files} files ({done.bytes:,} bytes, {serialization.method}, "
+            f"{serialization.hash_type}) in {done.seconds:.2f} s with {done.signer}: "
+            f"{done.signature}", *(f"note: {note}" for note in done.notes)]
 
 
 def trust_from_options(keys: Sequence[str], chain: Sequence[Path], identity: str | None,

@@ -35,6 +35,8 @@ MAX_DEPTH = 64
 
 FILES = "files"
 SHARDS = "shards"
+#: The serialization methods, the default first.
+METHODS = (SHARDS, FILES)
 HASH_TYPES = ("sha256", "blake2b", "blake3")
 
 
