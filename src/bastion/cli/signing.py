@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,6 +73,8 @@ def trust_from_options(keys: Sequence[str], chain: Sequence[Path], identity: str
 def verify_report(path: Path, signature: Path | None, trust: Trust, policy: Policy,
                   source: str, workers: int | None, early: Early | None = None) -> Report:
     """``bastion verify``'s report: every difference, a wrong key, a missing signature."""
+    from datetime import UTC, datetime  # not on the signing path, which starts hashing first
+
     from bastion import __version__
     from bastion.findings import Location, Report, ScanStats
     from bastion.policy import apply_policy
