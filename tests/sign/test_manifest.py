@@ -223,3 +223,19 @@ def test_a_key_that_does_not_load_stops_the_hashing(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not a PEM private key"):
         sign_model(model, tmp_path / "bad.pem")
     assert not (model / "model.sig").exists()
+
+
+def test_relative_inside_names_paths_in_the_folder_only(tmp_path: Path) -> None:
+    from bastion.sign.manifest import relative_inside
+
+    folder = tmp_path / "model"
+    (folder / "sub").mkdir(parents=True)
+    assert relative_inside(folder, folder / "model.sig") == "model.sig"
+    assert relative_inside(folder, folder / "sub" / "x.sig") == "sub/x.sig"
+    assert relative_inside(folder, folder / "..hidden.sig") == "..hidden.sig"  # not a parent
+    assert relative_inside(folder, tmp_path / "model.sig") is None
+    assert relative_inside(folder, folder) is None
+    (tmp_path / "file.bin").write_bytes(b"x")
+    assert relative_inside(tmp_path / "file.bin", tmp_path / "file.bin.sig") is None
+    (tmp_path / "link").symlink_to(folder, target_is_directory=True)
+    assert relative_inside(tmp_path / "link", folder / "model.sig") == "model.sig"

@@ -9,13 +9,12 @@ otherwise. This module imports nothing heavy (no ``cryptography``, no findings).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from bastion.sign.formats import MAX_BUNDLE_SIZE, parse_bundle, parse_statement
 from bastion.sign.hashing import Pending, start_hashing
-from bastion.sign.manifest import LocalFile, Serialization, Walk, walk_model
+from bastion.sign.manifest import LocalFile, Serialization, Walk, relative_inside, walk_model
 
 
 def read_signature(path: Path) -> bytes:
@@ -23,15 +22,6 @@ def read_signature(path: Path) -> bytes:
     with path.open("rb") as handle:
         data = handle.read(MAX_BUNDLE_SIZE + 1)
     return data
-
-
-def _inside(model: Path, signature: Path) -> str | None:
-    """The signature's path relative to the model folder, when it lies inside it."""
-    try:
-        rel = os.path.relpath(os.path.realpath(signature), os.path.realpath(model))
-    except ValueError:  # pragma: no cover - another drive on Windows
-        return None
-    return None if rel.startswith("..") or rel == "." else rel.replace(os.sep, "/")
 
 
 @dataclass
@@ -44,11 +34,11 @@ class Early:
     model: Path
     signature: Path
     serialization: Serialization
-    hashing: Hashing | None
+    hashing: Hashing
 
     def cancel(self) -> None:
-        if self.hashing is not None:
-            self.hashing.pending.cancel()
+        """Stop the hashing (a no-op once it has been waited for)."""
+        self.hashing.pending.cancel()
 
 
 def start_early(model: Path, signature: Path, workers: int | None = None) -> Early | None:
@@ -75,7 +65,7 @@ def start_hashing_as(model: Path, signature: Path, serialization: Serialization,
                      workers: int | None) -> Hashing:
     """Walk the model as the signature says and start hashing what it may cover."""
     ignores = list(serialization.ignore_paths)
-    own = _inside(model, signature)
+    own = relative_inside(model, signature)
     if own is not None:
         ignores.append(own)  # a signature can never be part of its own manifest
     walk = walk_model(model, ignores)

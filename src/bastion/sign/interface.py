@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from bastion.errors import UsageError
 from bastion.files import replace_atomic
@@ -31,6 +31,7 @@ from bastion.sign.manifest import (
     Serialization,
     model_name,
     normalise_ignore,
+    relative_inside,
     walk_model,
 )
 
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     from bastion.sign.keys import PrivateKey
     from bastion.sign.verify import Result, Trust, verify_model
 
-_T = TypeVar("_T")
 
 __all__ = ["Options", "Result", "Signed", "Trust", "build_manifest", "default_signature",
            "sign_model", "verify_model"]
@@ -87,13 +87,6 @@ def default_signature(model: Path) -> Path:
     return model.with_name(model.name + ".sig")
 
 
-def _relative_inside(model: Path, path: Path) -> str | None:
-    if not model.is_dir():
-        return None
-    rel = os.path.relpath(os.path.realpath(path), os.path.realpath(model))
-    return None if rel.startswith("..") else rel.replace(os.sep, "/")
-
-
 def __getattr__(name: str) -> Any:
     """The verifier, imported on first use: signing starts hashing before ``cryptography``
     and the bundle code are imported (see :func:`sign_model`)."""
@@ -120,7 +113,7 @@ def _start_manifest(model: Path, signature: Path,
         ignores.extend(normalise_ignore(p) for p in options.ignore)
     except ManifestError as exc:
         raise UsageError(f"--ignore: {exc}") from None
-    own = _relative_inside(model, signature)
+    own = relative_inside(model, signature)
     if own is not None:
         ignores.append(own)
     ignores = sorted(set(ignores))
@@ -162,9 +155,6 @@ class _Manifesting:
         return Manifest(model_name(self.model), self.serialization, tuple(hashed.resources),
                         self.sizes)
 
-    def cancel(self) -> None:
-        self.pending.cancel()
-
 
 def sign_model(model: Path, key: Path, *, output: Path | None = None,
                certificate: Path | None = None, chain: Sequence[Path] = (),
@@ -179,8 +169,11 @@ def sign_model(model: Path, key: Path, *, output: Path | None = None,
     # the code that writes the bundle (cryptography's import alone is tens of milliseconds)
     # are loaded meanwhile. A key that does not load stops the hashing.
     manifesting = _start_manifest(model, output, options)
-    private, certificates = _while_hashing(manifesting.cancel, _load_signer, key, password,
-                                           certificate, chain)
+    try:
+        private, certificates = _load_signer(key, password, certificate, chain)
+    except BaseException:
+        manifesting.pending.cancel()
+        raise
     manifest = manifesting()
     from bastion.sign.formats import encode_bundle, pae, statement
     from bastion.sign.keys import describe, key_hint, sign_bytes
@@ -213,14 +206,6 @@ def _load_signer(key: Path, password: bytes | None, certificate: Path | None,
 
         certificates = signing_chain(certificate, chain, private)
     return private, certificates
-
-
-def _while_hashing(cancel: Callable[[], None], work: Callable[..., _T], *args: Any) -> _T:
-    try:
-        return work(*args)
-    except BaseException:
-        cancel()
-        raise
 
 
 def _check_output(output: Path) -> None:

@@ -177,6 +177,21 @@ class Walk:
         return any(f.link for f in self.files)
 
 
+def relative_inside(folder: Path, path: Path) -> str | None:
+    """``path`` relative to ``folder`` (POSIX separators) when it lies inside that folder,
+    links resolved; None when it does not, or when ``folder`` is a file. How a signature
+    kept inside the folder it signs is left out of its own manifest."""
+    if not folder.is_dir():
+        return None
+    try:
+        rel = os.path.relpath(os.path.realpath(path), os.path.realpath(folder))
+    except ValueError:  # pragma: no cover - another drive on Windows
+        return None
+    if rel in (os.curdir, os.pardir) or rel.startswith(os.pardir + os.sep):
+        return None
+    return rel.replace(os.sep, "/")
+
+
 def model_name(root: Path) -> str:
     """The informative model name model-signing records: the folder's (or file's) name."""
     name = root.name

@@ -272,7 +272,7 @@ def _file_beside(folder: Path, manifest: Manifest, where: Where) -> tuple[Path, 
 def _check_folder(model: Path, signature: Path, manifest: Manifest, where: Where,
                   workers: int | None, early: Early | None = None) -> list[Finding]:
     serialization = manifest.serialization
-    if (early is not None and early.hashing is not None and early.model == model
+    if (early is not None and early.model == model
             and early.serialization == serialization):
         started = early.hashing
     else:
