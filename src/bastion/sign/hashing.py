@@ -192,15 +192,11 @@ class Pending:
         self._algorithm = serialization.algorithm
         self._stop = threading.Event()
         self._local = threading.local()
-        units = plan(files, serialization)
-        workers = min(max(1, workers or default_workers()), max(1, len(units)))
-        self._pool: ThreadPoolExecutor | None = None
-        self._units = units
-        self._futures: list[Future[Resource | HashingError]] = []
-        if workers > 1 and len(units) > 1:
-            self._pool = ThreadPoolExecutor(max_workers=workers,
-                                            thread_name_prefix="bastion-hash")
-            self._futures = [self._pool.submit(self._run, u) for u in units]
+        self._units = plan(files, serialization)
+        workers = min(max(1, workers or default_workers()), max(1, len(self._units)))
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bastion-hash")
+        self._futures: list[Future[Resource | HashingError]] = [
+            self._pool.submit(self._run, u) for u in self._units]
 
     def _run(self, unit: Unit) -> Resource | HashingError:
         if self._stop.is_set():
@@ -217,20 +213,15 @@ class Pending:
     def cancel(self) -> None:
         """Stop: units not started are skipped; the call returns when the threads are done."""
         self._stop.set()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def result(self) -> Hashed:
         """Wait for every unit; results in manifest order."""
-        if self._pool is None:
-            results = [self._run(u) for u in self._units]
-        else:
-            try:
-                results = [HashingError(u.file.rel, "cancelled") if f.cancelled()
-                           else f.result() for u, f in zip(self._units, self._futures,
-                                                           strict=True)]
-            finally:
-                self._pool.shutdown(wait=True)
+        try:
+            results = [HashingError(u.file.rel, "cancelled") if f.cancelled() else f.result()
+                       for u, f in zip(self._units, self._futures, strict=True)]
+        finally:
+            self._pool.shutdown(wait=True)
         resources = [r for r in results if isinstance(r, Resource)]
         errors = {e.rel: e for e in results if isinstance(e, HashingError)}
         resources = [r for r in resources if r.path not in errors]
@@ -240,8 +231,8 @@ class Pending:
 
 def start_hashing(files: Sequence[LocalFile], serialization: Serialization,
                   workers: int | None = None) -> Pending:
-    """Start hashing every file as ``serialization`` says, in parallel; ``.result()`` waits.
-    With one worker (or one unit) the work happens in ``.result()``, on the caller's thread."""
+    """Start hashing every file as ``serialization`` says, in parallel (at least one thread,
+    even for one unit, so the caller goes on meanwhile); ``.result()`` waits."""
     return Pending(files, serialization, workers)
 
 
