@@ -158,6 +158,12 @@ class Gateway:
             raise _Refused(401, f"auth_{exc.reason}", exc.message,
                            {"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
 
+    def caller(self, request: Request, call: _Call) -> Principal:
+        """The authenticated principal, named in the request's audit entry."""
+        principal = self.authenticate(request)
+        call.principal = principal.name
+        return principal
+
     def record(self, name: str, version: str | None) -> registry.ModelRecord:
         if self.config.models is not None and name not in self.config.models:
             raise NotFound(name)
@@ -302,8 +308,7 @@ class Gateway:
 
     def predict(self, request: Request, body: bytes, name: str, version: str | None,
                 call: _Call) -> dict[str, Any]:
-        principal = self.authenticate(request)
-        call.principal = principal.name
+        principal = self.caller(request, call)
         rec, held = self.authorize(principal, name, version, _QUERY, call)
         call.permission = (Permission.SCORES if Permission.SCORES in held
                            else Permission.PREDICT).value
@@ -341,8 +346,7 @@ class Gateway:
     def reset_detectors(self, request: Request, name: str, who: str | None,
                         call: _Call) -> dict[str, Any]:
         """Clear a principal's extraction flag on a model (admin on it or on ``*``)."""
-        principal = self.authenticate(request)
-        call.principal = principal.name
+        principal = self.caller(request, call)
         call.permission = "detectors-reset"
         if Permission.ADMIN not in self.access.permissions(principal, name):
             raise _Refused(403, "forbidden", f"admin on {name!r} is required")
@@ -354,8 +358,7 @@ class Gateway:
         return {"model": name, "principal": who, "cleared": cleared}
 
     def explain(self, request: Request, body: bytes, name: str, call: _Call) -> dict[str, Any]:
-        principal = self.authenticate(request)
-        call.principal = principal.name
+        principal = self.caller(request, call)
         rec, _held = self.authorize(principal, name, None, frozenset({Permission.EXPLAIN}),
                                     call)
         call.permission = Permission.EXPLAIN.value
@@ -371,15 +374,13 @@ class Gateway:
         return {"model": rec.name, "version": rec.version, **explanation}
 
     def describe(self, request: Request, name: str, call: _Call) -> dict[str, Any]:
-        principal = self.authenticate(request)
-        call.principal = principal.name
+        principal = self.caller(request, call)
         rec, held = self.authorize(principal, name, None, frozenset(Permission), call)
         call.permission = "describe"
         return _describe(rec, held)
 
     def listing(self, request: Request, call: _Call) -> dict[str, Any]:
-        principal = self.authenticate(request)
-        call.principal = principal.name
+        principal = self.caller(request, call)
         call.permission = "list"
         models = []
         for rec in registry.list_models(self.engine):
@@ -394,8 +395,7 @@ class Gateway:
 
     def download(self, request: Request, name: str, version: str | None, file: str | None,
                  call: _Call) -> _Download:
-        principal = self.authenticate(request)
-        call.principal = principal.name
+        principal = self.caller(request, call)
         rec, _held = self.authorize(principal, name, version, frozenset({Permission.DOWNLOAD}),
                                     call)
         call.permission = Permission.DOWNLOAD.value
