@@ -20,21 +20,29 @@ like a success:
 8. the output shaped by permission (labels only / rounded scores / top-k);
 9. the audit entry is committed before the answer leaves (every 200 is in the log).
 
-Blocking work (database reads, the model) runs in one worker-thread hop per request.
+Blocking work (database reads, the model, the audit commit) runs in one hop to the worker
+lanes per request (:mod:`bastion.gateway.lanes`: a running lane takes the next request
+without a wake-up, and commits a run's audit entries in one transaction); the event loop
+awaits the commit before it answers. The predict routes are answered straight from ASGI
+(:class:`GatewayApp`), the others through FastAPI: the same steps and answers.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Future
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -43,7 +51,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
 
 from bastion import __version__
 from bastion.gateway import access, audit, keys, registry
@@ -56,6 +64,7 @@ from bastion.gateway.errors import (
     ModelIntegrityError,
     NotFound,
 )
+from bastion.gateway.lanes import Lanes
 from bastion.gateway.loaders import Predictor, load_predictor, shape_output
 from bastion.gateway.metrics import GatewayMetrics
 from bastion.gateway.principals import BLACK_BOX, WHITE_BOX, Permission, Principal
@@ -74,6 +83,8 @@ _QUERY = frozenset({Permission.PREDICT, Permission.SCORES})
 #: Load failures remembered at once. They are keyed by admitted versions only (a request
 #: reaches the loader after the registry lookup), so this is a safety bound, rarely reached.
 _MAX_FAILURES = 256
+#: Worker threads of one gateway process (see :mod:`bastion.gateway.lanes`).
+_LANES = 16
 
 
 class _Refused(Exception):
@@ -97,17 +108,59 @@ class _Loaded:
 
 @dataclass
 class _Call:
-    """What the audit entry of one request needs to know, filled in as it goes."""
+    """One request as the steps see it: its credentials, then what its audit entry needs
+    to know, filled in as it goes."""
 
     client: str
-    principal: str = "-"
     model: str = "-"
+    #: The ``Authorization`` and ``X-API-Key`` headers (never logged, never audited).
+    authorization: str = ""
+    api_key: str = ""
+    content_length: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+    principal: str = "-"
     version: str = "-"
     permission: str = "-"
     input_digest: str = ""
     output_summary: str = ""
     #: ``alert:extraction`` / ``alert:adversarial``: the audit reason of an answered request.
     alert: str = ""
+
+    @classmethod
+    def of(cls, scope: Scope, model: str = "-") -> _Call:
+        """The request of an ASGI ``scope`` (first value of each header, as Starlette)."""
+        client = scope.get("client")
+        call = cls(client=client[0] if client else "-", model=model)
+        found = 0
+        for key, value in scope["headers"]:
+            if key == b"authorization" and not found & 1:
+                call.authorization, found = value.decode("latin-1"), found | 1
+            elif key == b"x-api-key" and not found & 2:
+                call.api_key, found = value.decode("latin-1"), found | 2
+            elif key == b"content-length" and not found & 4:
+                call.content_length, found = value.decode("latin-1"), found | 4
+        return call
+
+
+@dataclass(slots=True)
+class _Answer:
+    """A request's outcome, settled in a worker thread: the answer to send once its audit
+    entry (``audited``: its commit, or ``None`` when the log did not take it) is in."""
+
+    status: int
+    reason: str
+    body: bytes
+    headers: dict[str, str]
+    elapsed: float
+    audited: Future[int] | None
+    download: _Download | None = None
+
+    def json_headers(self) -> list[tuple[bytes, bytes]]:
+        """The raw ASGI headers of a JSON answer."""
+        return [(b"content-type", b"application/json"),
+                (b"content-length", str(len(self.body)).encode()),
+                *((k.lower().encode("latin-1"), v.encode("latin-1"))
+                  for k, v in self.headers.items())]
 
 
 class Gateway:
@@ -126,6 +179,9 @@ class Gateway:
         self.audit = audit.AuditWriter(audit.AuditLog(engine))
         self.metrics = GatewayMetrics()
         self.detectors = Detectors(config)
+        #: The worker threads: blocking steps (database, model) run there, one hop a
+        #: request; each batch's audit entries are committed together.
+        self.lanes = Lanes(_LANES, after_batch=self.audit.flush)
         self._records: dict[tuple[str, str | None], tuple[float, registry.ModelRecord]] = {}
         #: Loaded versions, least recently used first (at most ``max_loaded_models``).
         self._loaded: OrderedDict[tuple[str, str], _Loaded] = OrderedDict()
@@ -136,8 +192,8 @@ class Gateway:
 
     # -- the steps -------------------------------------------------------------------------
 
-    def authenticate(self, request: Request) -> Principal:
-        header = request.headers.get("authorization", "")
+    def authenticate(self, call: _Call) -> Principal:
+        header = call.authorization
         token = ""
         if header:
             scheme, _, token = header.partition(" ")
@@ -146,7 +202,7 @@ class Gateway:
                                {"WWW-Authenticate": "Bearer"})
             token = token.strip()
         else:
-            token = request.headers.get("x-api-key", "").strip()
+            token = call.api_key.strip()
         if not token:
             raise _Refused(401, "missing", "credentials required",
                            {"WWW-Authenticate": "Bearer"})
@@ -158,9 +214,9 @@ class Gateway:
             raise _Refused(401, f"auth_{exc.reason}", exc.message,
                            {"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
 
-    def caller(self, request: Request, call: _Call) -> Principal:
+    def caller(self, call: _Call) -> Principal:
         """The authenticated principal, named in the request's audit entry."""
-        principal = self.authenticate(request)
+        principal = self.authenticate(call)
         call.principal = principal.name
         return principal
 
@@ -306,9 +362,9 @@ class Gateway:
 
     # -- handlers (run in a worker thread) -------------------------------------------------
 
-    def predict(self, request: Request, body: bytes, name: str, version: str | None,
+    def predict(self, body: bytes, name: str, version: str | None,
                 call: _Call) -> dict[str, Any]:
-        principal = self.caller(request, call)
+        principal = self.caller(call)
         rec, held = self.authorize(principal, name, version, _QUERY, call)
         call.permission = (Permission.SCORES if Permission.SCORES in held
                            else Permission.PREDICT).value
@@ -343,10 +399,10 @@ class Gateway:
                            f"refused by the {blocked.detector} detector: {blocked.message}")
         call.alert = verdict.alert
 
-    def reset_detectors(self, request: Request, name: str, who: str | None,
+    def reset_detectors(self, name: str, who: str | None,
                         call: _Call) -> dict[str, Any]:
         """Clear a principal's extraction flag on a model (admin on it or on ``*``)."""
-        principal = self.caller(request, call)
+        principal = self.caller(call)
         call.permission = "detectors-reset"
         if Permission.ADMIN not in self.access.permissions(principal, name):
             raise _Refused(403, "forbidden", f"admin on {name!r} is required")
@@ -357,8 +413,8 @@ class Gateway:
                                else f"{who} was not flagged")
         return {"model": name, "principal": who, "cleared": cleared}
 
-    def explain(self, request: Request, body: bytes, name: str, call: _Call) -> dict[str, Any]:
-        principal = self.caller(request, call)
+    def explain(self, body: bytes, name: str, call: _Call) -> dict[str, Any]:
+        principal = self.caller(call)
         rec, _held = self.authorize(principal, name, None, frozenset({Permission.EXPLAIN}),
                                     call)
         call.permission = Permission.EXPLAIN.value
@@ -373,14 +429,14 @@ class Gateway:
                            f"the {rec.loader} loader cannot explain predictions") from None
         return {"model": rec.name, "version": rec.version, **explanation}
 
-    def describe(self, request: Request, name: str, call: _Call) -> dict[str, Any]:
-        principal = self.caller(request, call)
+    def describe(self, name: str, call: _Call) -> dict[str, Any]:
+        principal = self.caller(call)
         rec, held = self.authorize(principal, name, None, frozenset(Permission), call)
         call.permission = "describe"
         return _describe(rec, held)
 
-    def listing(self, request: Request, call: _Call) -> dict[str, Any]:
-        principal = self.caller(request, call)
+    def listing(self, call: _Call) -> dict[str, Any]:
+        principal = self.caller(call)
         call.permission = "list"
         models = []
         for rec in registry.list_models(self.engine):
@@ -393,9 +449,9 @@ class Gateway:
                 models.append(_describe(rec, held))
         return {"models": models}
 
-    def download(self, request: Request, name: str, version: str | None, file: str | None,
+    def download(self, name: str, version: str | None, file: str | None,
                  call: _Call) -> _Download:
-        principal = self.caller(request, call)
+        principal = self.caller(call)
         rec, _held = self.authorize(principal, name, version, frozenset({Permission.DOWNLOAD}),
                                     call)
         call.permission = Permission.DOWNLOAD.value
@@ -415,12 +471,93 @@ class Gateway:
         call.output_summary = f"file {path.name} ({size} bytes)"
         return _Download(handle, path.name, size)
 
-    def metrics_allowed(self, request: Request) -> None:
+    def metrics_allowed(self, call: _Call) -> None:
         if self.config.public_metrics:
             return
-        principal = self.authenticate(request)
+        principal = self.authenticate(call)
         if Permission.ADMIN not in self.access.permissions(principal, "*"):
             raise _Refused(403, "forbidden", "metrics need admin on '*'")
+
+    # -- one request, from its work to its audited answer ----------------------------------
+
+    async def answer(self, operation: str, call: _Call, work: Callable[[], Any]) -> _Answer:
+        """Run ``work`` in a worker thread, which also settles the answer and hands its
+        audit entry to the log; then wait (here, on the event loop, holding no thread) until
+        the entry is committed. An answer the log did not take is not given: 503."""
+        answer = await self.lanes.run(functools.partial(self.settle, operation, call, work))
+        audited = answer.audited
+        try:
+            if audited is None:
+                raise audit.AuditUnavailable("the audit log did not take the entry")
+            if not audited.done():
+                async with asyncio.timeout(_AUDIT_WAIT):
+                    await asyncio.wrap_future(audited)
+            audited.result()
+        except Exception as exc:  # TimeoutError included
+            if answer.audited is not None:  # else logged when it was refused
+                log.error("audit log write failed: %s", exc or type(exc).__name__)
+            if answer.status < 400:  # an answer we cannot account for is not given
+                if answer.download is not None:
+                    answer.download.handle.close()
+                answer = _Answer(503, "audit_unavailable",
+                                 _error_body("audit_unavailable", "the audit log is unavailable"),
+                                 {}, answer.elapsed, None)
+        # Only names of real models become metric labels: junk names cannot fill the slots.
+        self.metrics.observe(call.model if call.version != "-" else "-", answer.status,
+                             answer.elapsed, None if answer.status < 400 else answer.reason)
+        return answer
+
+    def settle(self, operation: str, call: _Call, work: Callable[[], Any]) -> _Answer:
+        """Run ``work``, map its refusal or failure to an answer (never a traceback out),
+        and hand the request's audit entry to the log (committing it here when no commit
+        runs)."""
+        status, reason, headers = 200, "ok", {}
+        body, download = b"", None
+        try:
+            result = work()
+            if isinstance(result, _Download):
+                download = result
+            else:
+                body = _json(result)
+            if call.alert:
+                reason = call.alert
+        except _Refused as exc:
+            status, reason, headers = exc.status, exc.reason, exc.headers
+            body = _error_body(exc.reason, exc.message)
+        except InputRejected as exc:
+            status, reason = exc.status, "bad_input"
+            body = _error_body("bad_input", exc.message)
+        except Exception as exc:  # the model or a backend failed
+            if isinstance(exc, ModelIntegrityError):
+                log.error("refusing %s@%s: %s", call.model, call.version, exc)
+            elif isinstance(exc, GatewayError):
+                log.error("%s failed: %s: %s", operation, type(exc).__name__, exc)
+            else:
+                log.exception("%s failed", operation)
+            status, reason, message = _failure(exc)
+            body = _error_body(reason, message)
+        elapsed = time.perf_counter() - call.started
+        decision = ("allow" if status < 400 else "rate_limited" if status == 429
+                    else "error" if status >= 500 else "deny")
+        audited: Future[int] | None = None
+        try:
+            audited = self.audit.enqueue(audit.AuditEntry(
+                ts=datetime.now(UTC).isoformat(timespec="microseconds"),
+                principal=call.principal, model=call.model, version=call.version,
+                permission=call.permission or operation, decision=decision, reason=reason,
+                status=status, input_digest=call.input_digest,
+                output_summary=call.output_summary, latency_ms=round(elapsed * 1000, 3),
+                client=call.client))
+        except Exception as exc:
+            log.error("audit log write failed: %s", exc)
+        return _Answer(status, reason, body, headers, elapsed, audited, download)
+
+    def close(self) -> None:
+        """Finish the queued work, then commit what the audit log holds."""
+        try:
+            self.lanes.close()
+        finally:
+            self.audit.close()
 
 
 @dataclass
@@ -514,14 +651,38 @@ def _downloadable(root: Path, file: str | None) -> Path:
     return candidate
 
 
+def _json(content: Any) -> bytes:
+    """A JSON body, as FastAPI's JSONResponse renders it."""
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None,
+                      separators=(",", ":")).encode("utf-8")
+
+
+def _error_body(reason: str, message: str) -> bytes:
+    return _json({"error": {"code": reason, "message": message}})
+
+
 def _error(status: int, reason: str, message: str,
            headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": reason, "message": message}}, status_code=status,
                         headers=headers)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+def _response(answer: _Answer) -> Response:
+    """The FastAPI response of an answer."""
+    if answer.download is not None:
+        download = answer.download
+        return StreamingResponse(
+            download.chunks(), media_type="application/octet-stream",
+            headers={"Content-Length": str(download.size),
+                     "Content-Disposition":
+                         f'attachment; filename="{_header_safe(download.filename)}"'})
+    return Response(answer.body, status_code=answer.status, headers=answer.headers,
+                    media_type="application/json")
+
+
+async def _read_body(call: _Call, receive: Receive, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it is known to be over ``limit``."""
+    declared = call.content_length
     if declared is not None:
         if not declared.isdigit():
             raise _Refused(400, "bad_request", "invalid Content-Length")
@@ -529,16 +690,77 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise _Refused(413, "too_large", f"the body is over {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    try:
-        async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # gone mid-body: the audit log reads the answer
+            raise _Refused(400, "client_disconnected", "the client left before sending the "
+                           "whole body")
+        chunk = message.get("body", b"")
+        if chunk:
             size += len(chunk)
             if size > limit:
                 raise _Refused(413, "too_large", f"the body is over {limit} bytes")
             chunks.append(chunk)
-    except ClientDisconnect:  # gone mid-body: no one reads the answer, the audit log does
-        raise _Refused(400, "client_disconnected", "the client left before sending the "
-                       "whole body") from None
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _answer_body(gw: Gateway, operation: str, call: _Call, receive: Receive,
+                       handle: Callable[[bytes], Any]) -> _Answer:
+    """Read the body within its bound, then answer; a refusal there is audited like any
+    other."""
+    try:
+        body = await _read_body(call, receive, gw.config.max_body_bytes)
+    except _Refused as exc:
+        return await gw.answer(operation, call, functools.partial(_raise, exc))
+    return await gw.answer(operation, call, functools.partial(handle, body))
+
+
+#: The predict routes, answered by :class:`GatewayApp` without going through FastAPI.
+_PREDICT_PATH = re.compile(r"/v1/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?"
+                           r"/predict")
+
+
+class GatewayApp(FastAPI):
+    """The gateway's FastAPI application, whose hottest routes skip FastAPI.
+
+    ``POST /v1/models/{name}[/versions/{version}]/predict`` is answered straight from the
+    ASGI scope: the same steps, the same answers and audit entries as through the declared
+    routes (which stay, for the OpenAPI document and for an app mounted under a root path),
+    without FastAPI's middleware stack, routing and request objects, which cost more than
+    every protection together (measured in ``benchmarks/gateway``)."""
+
+    gateway: Gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            match = _PREDICT_PATH.fullmatch(scope["path"])
+            if match is not None:
+                await self._predict(scope, receive, send, match["name"], match["version"])
+                return
+        await super().__call__(scope, receive, send)
+
+    async def _predict(self, scope: Scope, receive: Receive, send: Send, name: str,
+                       version: str | None) -> None:
+        gw = self.gateway
+        started = False
+        try:
+            call = _Call.of(scope, name)
+            answer = await _answer_body(
+                gw, "predict", call, receive,
+                lambda body: gw.predict(body, name, version, call))
+            started = True
+            await send({"type": "http.response.start", "status": answer.status,
+                        "headers": answer.json_headers()})
+            await send({"type": "http.response.body", "body": answer.body})
+        except Exception:  # a bug of ours, or the client gone while we answered
+            log.exception("predict failed")
+            if not started:
+                body = _error_body("error", "internal error")
+                await send({"type": "http.response.start", "status": 500,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
 
 
 _PREDICT_BODY = {
@@ -560,7 +782,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     }.items()}
 
 
-def create_app(config: GatewayConfig, engine: Engine | None = None) -> FastAPI:
+def create_app(config: GatewayConfig, engine: Engine | None = None) -> GatewayApp:
     """The gateway application; ``engine`` defaults to ``config.db_url``."""
     from bastion.gateway.tables import open_db, prepare
 
@@ -579,80 +801,25 @@ def create_app(config: GatewayConfig, engine: Engine | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        await run_in_threadpool(gw.audit.close)  # flush: every answered request is logged
+        await run_in_threadpool(gw.close)  # flush: every answered request is logged
 
-    app = FastAPI(title="Bastion model gateway", version=__version__, lifespan=lifespan,
-                  description="Admitted models behind authentication, per-model permissions, "
-                              "quotas and a hash-chained audit log.")
+    app = GatewayApp(title="Bastion model gateway", version=__version__, lifespan=lifespan,
+                     description="Admitted models behind authentication, per-model "
+                                 "permissions, quotas and a hash-chained audit log.")
+    app.gateway = gw
     app.state.gateway = gw
 
-    async def run(operation: str, call: _Call, work: Callable[[], Any]) -> Any:
-        """Run ``work``, audit the outcome and map errors to answers, all in one worker
-        thread: one hop per request, and the audit commit is awaited there."""
-        return await run_in_threadpool(_serve, operation, call, work)
+    async def run(operation: str, request: Request, work: Callable[[_Call], Any],
+                  model: str = "-") -> Response:
+        """Answer ``work(call)``: one worker-thread hop, the audit commit awaited here."""
+        call = _Call.of(request.scope, model)
+        return _response(await gw.answer(operation, call, functools.partial(work, call)))
 
-    async def with_body(request: Request, operation: str, call: _Call,
-                        handle: Callable[[bytes], Any]) -> Any:
-        """Read the body within its bound first; a refusal there is audited like any other."""
-        try:
-            body = await _read_body(request, config.max_body_bytes)
-        except _Refused as exc:
-            failed: _Refused = exc
-            return await run(operation, call, lambda: _raise(failed))
-        return await run(operation, call, lambda: handle(body))
-
-    def _serve(operation: str, call: _Call, work: Callable[[], Any]) -> Any:
-        started = time.perf_counter()
-        status, reason, result = 200, "ok", None
-        response: Response | None = None
-        try:
-            result = work()
-            if call.alert:
-                reason = call.alert
-        except _Refused as exc:
-            status, reason = exc.status, exc.reason
-            response = _error(exc.status, exc.reason, exc.message, exc.headers)
-        except InputRejected as exc:
-            status, reason = exc.status, "bad_input"
-            response = _error(exc.status, "bad_input", exc.message)
-        except Exception as exc:  # the model or a backend failed: never a traceback out
-            if isinstance(exc, ModelIntegrityError):
-                log.error("refusing %s@%s: %s", call.model, call.version, exc)
-            elif isinstance(exc, GatewayError):
-                log.error("%s failed: %s: %s", operation, type(exc).__name__, exc)
-            else:
-                log.exception("%s failed", operation)
-            status, reason, message = _failure(exc)
-            response = _error(status, reason, message)
-        elapsed = time.perf_counter() - started
-        decision = ("allow" if status < 400 else "rate_limited" if status == 429
-                    else "error" if status >= 500 else "deny")
-        try:
-            entry = audit.AuditEntry(
-                ts=datetime.now(UTC).isoformat(timespec="microseconds"),
-                principal=call.principal, model=call.model, version=call.version,
-                permission=call.permission or operation, decision=decision, reason=reason,
-                status=status, input_digest=call.input_digest,
-                output_summary=call.output_summary, latency_ms=round(elapsed * 1000, 3),
-                client=call.client)
-            gw.audit.write(entry, timeout=_AUDIT_WAIT)
-        except Exception as exc:
-            log.error("audit log write failed: %s", exc)
-            if status < 400:  # an answer we cannot account for is not given
-                status, response = 503, _error(503, "audit_unavailable",
-                                               "the audit log is unavailable")
-        # Only names of real models become metric labels: junk names cannot fill the slots.
-        gw.metrics.observe(call.model if call.version != "-" else "-", status, elapsed,
-                           None if status < 400 else reason)
-        if response is not None:
-            return response
-        if isinstance(result, dict):
-            return JSONResponse(result)
-        return result
-
-    def _call(request: Request, model: str = "-") -> _Call:
-        client = request.client.host if request.client else "-"
-        return _Call(client=client, model=model)
+    async def with_body(operation: str, request: Request, model: str,
+                        handle: Callable[[bytes, _Call], Any]) -> Response:
+        call = _Call.of(request.scope, model)
+        return _response(await _answer_body(gw, operation, call, request.receive,
+                                            lambda body: handle(body, call)))
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -672,71 +839,57 @@ def create_app(config: GatewayConfig, engine: Engine | None = None) -> FastAPI:
     async def metrics(request: Request) -> Response:
         """Prometheus metrics (admin on '*' unless public-metrics is set)."""
         try:
-            await run_in_threadpool(gw.metrics_allowed, request)
+            await run_in_threadpool(gw.metrics_allowed, _Call.of(request.scope))
         except _Refused as exc:
             return _error(exc.status, exc.reason, exc.message, exc.headers)
         return Response(gw.metrics.render(), media_type=gw.metrics.content_type)
 
     @app.get("/v1/models", tags=["models"], responses=_ERRORS)
-    async def list_models(request: Request) -> Any:
+    async def list_models(request: Request) -> Response:
         """The models the caller holds any permission on."""
-        call = _call(request)
-        return await run("list", call, lambda: gw.listing(request, call))
+        return await run("list", request, gw.listing)
 
     @app.get("/v1/models/{name}", tags=["models"], responses=_ERRORS)
-    async def describe(name: str, request: Request) -> Any:
+    async def describe(name: str, request: Request) -> Response:
         """A model's current version, input schema and the caller's permissions."""
-        call = _call(request, name)
-        return await run("describe", call, lambda: gw.describe(request, name, call))
-
-    async def _predict(name: str, version: str | None, request: Request) -> Any:
-        call = _call(request, name)
-        return await with_body(request, "predict", call,
-                               lambda body: gw.predict(request, body, name, version, call))
+        return await run("describe", request, lambda call: gw.describe(name, call), name)
 
     @app.post("/v1/models/{name}/predict", tags=["models"], responses=_ERRORS,
               openapi_extra=_PREDICT_BODY)
-    async def predict(name: str, request: Request) -> Any:
+    async def predict(name: str, request: Request) -> Response:
         """Labels (``predict``) or rounded probabilities (``scores``) for a batch."""
-        return await _predict(name, None, request)
+        return await with_body("predict", request, name,
+                               lambda body, call: gw.predict(body, name, None, call))
 
     @app.post("/v1/models/{name}/versions/{version}/predict", tags=["models"],
               responses=_ERRORS, openapi_extra=_PREDICT_BODY)
-    async def predict_version(name: str, version: str, request: Request) -> Any:
+    async def predict_version(name: str, version: str, request: Request) -> Response:
         """As ``predict``, pinned to one admitted version."""
-        return await _predict(name, version, request)
+        return await with_body("predict", request, name,
+                               lambda body, call: gw.predict(body, name, version, call))
 
     @app.post("/v1/models/{name}/explain", tags=["models"], openapi_extra=_PREDICT_BODY,
               responses={**_ERRORS, 501: {"description": "this model cannot explain"}})
-    async def explain(name: str, request: Request) -> Any:
+    async def explain(name: str, request: Request) -> Response:
         """An explanation of a batch's predictions (``explain`` permission)."""
-        call = _call(request, name)
-        return await with_body(request, "explain", call,
-                               lambda body: gw.explain(request, body, name, call))
+        return await with_body("explain", request, name,
+                               lambda body, call: gw.explain(body, name, call))
 
     @app.post("/v1/models/{name}/detectors/reset", tags=["operations"],
               responses={**_ERRORS, 400: {"description": "no principal named"}})
-    async def reset_detectors(name: str, request: Request, principal: str | None = None) -> Any:
+    async def reset_detectors(name: str, request: Request,
+                              principal: str | None = None) -> Response:
         """Clear a principal's extraction flag on this model, so its requests are answered
         again (admin on the model or on ``*``)."""
-        call = _call(request, name)
-        return await run("detectors-reset", call,
-                         lambda: gw.reset_detectors(request, name, principal, call))
+        return await run("detectors-reset", request,
+                         lambda call: gw.reset_detectors(name, principal, call), name)
 
     @app.get("/v1/models/{name}/download", tags=["models"], responses=_ERRORS)
     async def download(name: str, request: Request, file: str | None = None,
-                       version: str | None = None) -> Any:
+                       version: str | None = None) -> Response:
         """The weights (``download`` permission: white-box access), re-verified first."""
-        call = _call(request, name)
-        result = await run("download", call,
-                           lambda: gw.download(request, name, version, file, call))
-        if isinstance(result, _Download):
-            return StreamingResponse(
-                result.chunks(), media_type="application/octet-stream",
-                headers={"Content-Length": str(result.size),
-                         "Content-Disposition":
-                             f'attachment; filename="{_header_safe(result.filename)}"'})
-        return result
+        return await run("download", request,
+                         lambda call: gw.download(name, version, file, call), name)
 
     return app
 

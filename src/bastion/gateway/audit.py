@@ -322,6 +322,22 @@ class AuditWriter:
                 return future.result()
             self._commit(batch)
 
+    def enqueue(self, entry: AuditEntry) -> Future[int]:
+        """Queue ``entry`` without committing it: the caller's next :meth:`flush` does (or
+        the commit running then, or the background thread after it). For callers that
+        commit a batch of their own entries at once and await the futures elsewhere (the
+        gateway's worker lanes and event loop) rather than block a thread on each."""
+        with self._cond:
+            return self._enqueue(entry)
+
+    def flush(self) -> None:
+        """Commit what is queued, in the calling thread, unless a commit already runs
+        (what it does not take, the background thread commits after it). Never waits."""
+        with self._cond:
+            batch = self._lead()
+        if batch is not None:
+            self._commit(batch)
+
     def _lead(self) -> list[tuple[AuditEntry, Future[int]]] | None:
         """Take the next batch if no commit runs (call with the condition held)."""
         if self._leading or not self._pending:
