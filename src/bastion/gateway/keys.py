@@ -25,6 +25,7 @@ Neither the key nor its hash is ever logged, printed by ``repr``, or returned by
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -208,6 +209,17 @@ _KEY_ROW = (f"SELECT hash, principal, groups, expires_at, revoked_at "  # noqa: 
             f"FROM {ApiKeyRow.__tablename__} WHERE key_id = ?")
 
 
+def _stored_groups(stored: Any) -> frozenset[str]:
+    """A key's groups column as the driver gives it: JSON text on SQLite (parsed once per
+    distinct text), a list on PostgreSQL."""
+    return _groups_text(stored) if isinstance(stored, str) else frozenset(as_json(stored) or ())
+
+
+@functools.lru_cache(maxsize=1024)
+def _groups_text(text: str) -> frozenset[str]:
+    return frozenset(as_json(text) or ())
+
+
 class KeyAuthenticator:
     """Turns an API key into a :class:`Principal`, or raises :class:`AuthError` with reason
     ``malformed``, ``unknown``, ``invalid``, ``revoked``, ``expired`` (or ``busy`` when too
@@ -239,7 +251,7 @@ class KeyAuthenticator:
         expires = as_utc(expires_at)
         if expires is not None and expires <= (now or datetime.now(UTC)):
             raise AuthError("expired", "API key expired")
-        return Principal(name=principal, groups=frozenset(as_json(groups) or ()), via="key",
+        return Principal(name=principal, groups=_stored_groups(groups), via="key",
                          key_id=key_id)
 
     def _check(self, key_id: str, token: str, stored: str) -> str:

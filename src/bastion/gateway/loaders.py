@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -146,11 +147,12 @@ def probabilities(raw: Any) -> np.ndarray[Any, Any]:
     import numpy as np
 
     arr = np.asarray(raw, dtype=np.float64)
-    if not np.isfinite(arr).all():
+    smallest, largest = arr.min().item(), arr.max().item()  # NaN in either if in any
+    if not (math.isfinite(smallest) and math.isfinite(largest)):
         raise LoaderError("the model produced NaN or infinite scores")
     sums = arr.sum(axis=1)
     # (np.allclose costs ~20 µs on a tiny array; this is the same test, atol only)
-    if arr.min() >= 0.0 and arr.max() <= 1.0 and float(np.abs(sums - 1.0).max()) <= 1e-3:
+    if smallest >= 0.0 and largest <= 1.0 and float(np.abs(sums - 1.0).max()) <= 1e-3:
         return arr / sums[:, None]  # type: ignore[no-any-return]
     shifted = np.exp(arr - arr.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)  # type: ignore[no-any-return]
@@ -198,7 +200,7 @@ def shape_output(prediction: Prediction, permissions: frozenset[Permission], *,
     classes = prediction.classes or list(range(scores.shape[1]))
     if top_k is None:
         out["classes"] = list(classes)
-        out["scores"] = [[round(float(v), precision) for v in row] for row in scores]
+        out["scores"] = [[round(v, precision) for v in row] for row in scores.tolist()]
         return out
     k = max(1, min(top_k, scores.shape[1]))
     order = np.argsort(-np.asarray(prediction.scores), axis=1, kind="stable")[:, :k]

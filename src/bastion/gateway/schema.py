@@ -23,6 +23,7 @@ NumPy converts only what already passed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -173,6 +174,9 @@ class InputSchema(BaseModel):
             raise _reject(422, f"inputs hold a number too large for {dtype}") from None
         if wide.shape != shape:  # cannot happen after the walk; never hand on a surprise
             raise _reject(422, f"inputs have shape {wide.shape}, expected {shape}")
+        if wide.size and self._plainly_in_range(wide):
+            return wide.astype(dtype, copy=False)  # type: ignore[no-any-return]
+        # Something is out of range (or not finite): find it, and say where.
         if dtype in _INT_RANGE:
             low, high = _INT_RANGE[dtype]
             self._check_range(np, wide, low, high)
@@ -185,6 +189,25 @@ class InputSchema(BaseModel):
             limit = _FLOAT32_MAX if dtype == "float32" else None
             self._check_range(np, wide, None if limit is None else -limit, limit)
         return wide.astype(dtype, copy=False)  # type: ignore[no-any-return]
+
+    def _plainly_in_range(self, wide: Any) -> bool:
+        """Whether every value is finite and within the schema's and the dtype's bounds,
+        from the smallest and the largest value alone (NaN in either fails every test)."""
+        smallest, largest = wide.min().item(), wide.max().item()
+        low: float
+        high: float
+        if self.dtype in _INT_RANGE:
+            low, high = _INT_RANGE[self.dtype]
+        else:
+            if not (math.isfinite(smallest) and math.isfinite(largest)):
+                return False
+            high = _FLOAT32_MAX if self.dtype == "float32" else math.inf
+            low = -high
+        if self.min is not None:
+            low = max(low, self.min)
+        if self.max is not None:
+            high = min(high, self.max)
+        return bool(low <= smallest and largest <= high)
 
     def _check_range(self, np: Any, wide: Any, low: float | None, high: float | None) -> None:
         for bound, name, schema_value in ((low, "min", self.min), (high, "max", self.max)):
