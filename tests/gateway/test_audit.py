@@ -280,3 +280,88 @@ def test_kill_9_loses_nothing_committed(db: Db) -> None:
     # The log carries on after the crash, from where the chain ends.
     assert AuditLog(db.engine).append(_entry()) == report.last_seq + 1
     assert audit.verify(db.engine).ok
+
+
+class _RecordingLog(AuditLog):
+    """The real log, noting the thread of each commit; the first one can be held open (it
+    waits for ``release`` before it writes) to test what happens while a commit runs."""
+
+    def __init__(self, engine: Engine, *, hold_first: bool = False) -> None:
+        super().__init__(engine)
+        self.threads: list[str] = []
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        if not hold_first:
+            self.release.set()
+
+    def append_many(self, entries: Any) -> list[int]:
+        self.threads.append(threading.current_thread().name)
+        if len(self.threads) == 1 and not self.release.is_set():
+            self.holding.set()
+            assert self.release.wait(30), "the held commit was never released"
+        return super().append_many(entries)
+
+
+def test_writer_enqueue_waits_for_flush(engine: Engine) -> None:
+    log = _RecordingLog(engine)
+    with AuditWriter(log) as writer:
+        futures = [writer.enqueue(_entry(i)) for i in range(3)]
+        time.sleep(0.05)  # time for the background thread, were it (wrongly) told of them
+        assert not any(f.done() for f in futures)
+        assert writer.pending == 3
+        assert _seqs(engine) == []
+        assert log.threads == []
+        writer.flush()
+        # Committed in this thread, before flush returned.
+        assert all(f.done() for f in futures)
+        assert [f.result(timeout=0) for f in futures] == [1, 2, 3]
+        assert log.threads == [threading.current_thread().name]
+        assert writer.pending == 0
+        assert _seqs(engine) == [1, 2, 3]
+        writer.flush()  # nothing queued: no commit
+        assert log.threads == [threading.current_thread().name]
+    report = audit.verify(engine)
+    assert report.ok, report
+    assert report.entries == 3
+
+
+def test_writer_flush_leaves_to_a_running_commit(engine: Engine) -> None:
+    log = _RecordingLog(engine, hold_first=True)
+    with AuditWriter(log) as writer:
+        first: list[int] = []
+        leader = threading.Thread(target=lambda: first.append(writer.write(_entry(0))),
+                                  name="leader")
+        leader.start()
+        assert log.holding.wait(30)  # the leader's commit runs (held open)
+        future = writer.enqueue(_entry(1))
+        writer.flush()  # a commit runs: returns at once, without committing
+        assert not future.done()
+        assert writer.pending == 1
+        assert log.threads == ["leader"]
+        log.release.set()
+        leader.join(30)
+        assert first == [1]
+        # The background thread committed it after the leader's commit.
+        assert future.result(timeout=30) == 2
+        assert log.threads == ["leader", "bastion-audit-writer"]
+    assert _seqs(engine) == [1, 2]
+    report = audit.verify(engine)
+    assert report.ok, report
+    assert report.entries == 2
+
+
+def test_writer_flush_takes_one_batch_and_leaves_the_rest(engine: Engine) -> None:
+    log = _RecordingLog(engine)
+    with AuditWriter(log, max_batch=2) as writer:
+        futures = [writer.enqueue(_entry(i)) for i in range(5)]
+        writer.flush()
+        assert [f.result(timeout=0) for f in futures[:2]] == [1, 2]
+        # What flush did not take, the background thread commits.
+        assert [f.result(timeout=30) for f in futures[2:]] == [3, 4, 5]
+        assert log.threads[0] == threading.current_thread().name
+        assert set(log.threads[1:]) == {"bastion-audit-writer"}
+        assert len(log.threads) == 3  # batches of at most two
+    assert _seqs(engine) == [1, 2, 3, 4, 5]
+    report = audit.verify(engine)
+    assert report.ok, report
+    assert report.entries == 5

@@ -70,12 +70,13 @@ class Lanes:
 
     def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
         """Wake (or start) a thread if the queue would otherwise wait (condition held)."""
-        if self._waking or not self._queue:
-            return  # a woken thread will take it, or there is nothing to take
+        if not self._queue:
+            return
         if not self._idle and len(self._started) >= self.threads:
             return  # every thread runs: the first to finish takes it
         now = time.monotonic()
-        if all(now - began >= self.stall for began in self._busy.values()):
+        if not self._waking and all(now - began >= self.stall
+                                    for began in self._busy.values()):
             self._waking += 1
             if self._idle:
                 self._idle -= 1
@@ -86,7 +87,8 @@ class Lanes:
                                           name=f"{self.name}-{index}", daemon=True)
                 self._started.append(thread)
                 thread.start()
-        elif not self._watching:  # look again when the running ones would count as stalled
+        elif not self._watching:  # look again when the thread on its way, or the running
+            # ones, would count as stalled: a burst is not held up behind a slow first item
             self._watching = True
             loop.call_later(self.stall, self._watch, loop)
 
@@ -114,6 +116,10 @@ class Lanes:
                     self._cond.release()
                     try:
                         done.append((future, fn(), None))
+                    except StopIteration as exc:  # a future cannot hold one
+                        error = RuntimeError(f"the work raised StopIteration: {exc}")
+                        error.__cause__ = exc
+                        done.append((future, None, error))
                     except BaseException as exc:  # given to the awaiting coroutine
                         done.append((future, None, exc))
                     finally:
