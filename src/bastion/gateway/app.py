@@ -187,6 +187,7 @@ class Gateway:
         self._loaded: OrderedDict[tuple[str, str], _Loaded] = OrderedDict()
         #: Versions whose load failed: until when, and the answer to give meanwhile.
         self._failed: dict[tuple[str, str], tuple[float, _Refused]] = {}
+        self._quota_specs: dict[str, QuotaSpec] = {}
         self._load_lock = threading.Lock()  # one load at a time
         self._cache_lock = threading.Lock()  # short: reads and writes of the two above
 
@@ -281,8 +282,13 @@ class Gateway:
         return rec, held
 
     def consume_quota(self, principal: Principal, name: str) -> None:
-        q = self.config.quota_for(name)
-        spec = QuotaSpec(rate=q.rate, burst=q.burst, per_day=q.per_day, per_month=q.per_month)
+        spec = self._quota_specs.get(name)
+        if spec is None:  # settings do not change while the gateway runs
+            q = self.config.quota_for(name)
+            spec = QuotaSpec(rate=q.rate, burst=q.burst, per_day=q.per_day,
+                             per_month=q.per_month)
+            if len(self._quota_specs) < _MAX_FAILURES:  # names reaching here are admitted
+                self._quota_specs[name] = spec
         decision = self.quotas.consume(f"{principal.name}|{name}", spec)
         self.metrics.quota(name, principal.name, day=decision.remaining_day,
                            month=decision.remaining_month)
@@ -651,10 +657,13 @@ def _downloadable(root: Path, file: str | None) -> Path:
     return candidate
 
 
+#: JSON bodies as FastAPI's JSONResponse renders them (one encoder: ``json.dumps`` with
+#: options builds a new one per call).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def _json(content: Any) -> bytes:
-    """A JSON body, as FastAPI's JSONResponse renders it."""
-    return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None,
-                      separators=(",", ":")).encode("utf-8")
+    return _ENCODER.encode(content).encode("utf-8")
 
 
 def _error_body(reason: str, message: str) -> bytes:

@@ -131,10 +131,13 @@ class AuditEntry:
 _FIELDS = tuple(f.name for f in fields(AuditEntry))
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False)
+
+
 def canonical_json(data: Mapping[str, Any]) -> bytes:
     """The bytes that are hashed: sorted keys, no whitespace, UTF-8."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    return _CANONICAL.encode(data).encode("utf-8")
 
 
 def chain_hash(prev_hash: str, seq: int, entry: Mapping[str, Any]) -> str:

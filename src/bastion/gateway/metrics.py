@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import OrderedDict
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
@@ -21,6 +22,8 @@ from prometheus_client.exposition import generate_latest
 from bastion.findings import clip
 
 OTHER = "_other"
+#: Most (model, status) pairs whose series are kept at hand.
+_MAX_SERIES = 4096
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0, 10.0)
 
@@ -57,8 +60,12 @@ class GatewayMetrics:
         self._reason = _Bounded(max_reasons)
         self.max_principals = max_principals
         self._principals: OrderedDict[str, None] = OrderedDict()
-        self._principal_models: dict[str, set[str]] = {}
+        #: principal -> its quota gauges, by (model, period)
+        self._gauges: dict[str, dict[tuple[str, str], Any]] = {}
         self._lock = threading.Lock()
+        #: (model, status) -> its request counter and latency histogram (labels() looked up
+        #: once: it takes a lock and builds a key per call).
+        self._series: dict[tuple[str, int], tuple[Any, Any]] = {}
         self.requests = Counter("requests", "Requests answered, by model and HTTP status.",
                                 ["model", "status"], namespace=namespace,
                                 registry=self.registry)
@@ -81,9 +88,15 @@ class GatewayMetrics:
 
     def observe(self, model: str, status: int, seconds: float, reason: str | None = None) -> None:
         """One answered request; ``reason`` is the denial's word when it was refused."""
-        name = self._model(model)
-        self.requests.labels(name, self._status(status)).inc()
-        self.latency.labels(name).observe(seconds)
+        series = self._series.get((model, status))
+        if series is None:  # label values are bounded, so are these pairs
+            name = self._model(model)
+            series = (self.requests.labels(name, self._status(status)),
+                      self.latency.labels(name))
+            if len(self._series) < _MAX_SERIES:
+                self._series[(model, status)] = series
+        series[0].inc()
+        series[1].observe(seconds)
         if reason is not None:
             self.denials.labels(self._reason(reason)).inc()
 
@@ -103,18 +116,22 @@ class GatewayMetrics:
         with self._lock:
             self._principals[who] = None
             self._principals.move_to_end(who)
-            self._principal_models.setdefault(who, set()).add(name)
+            gauges = self._gauges.setdefault(who, {})
             while len(self._principals) > self.max_principals:
                 gone, _ = self._principals.popitem(last=False)
-                for old_model in self._principal_models.pop(gone, ()):
-                    for period in ("day", "month"):
-                        with contextlib.suppress(KeyError):
-                            self.quota_remaining.remove(old_model, gone, period)
+                for old_model, period in self._gauges.pop(gone, {}):
+                    with contextlib.suppress(KeyError):
+                        self.quota_remaining.remove(old_model, gone, period)
             if who not in self._principals:
                 return
             for period, value in (("day", day), ("month", month)):
-                if value is not None:
-                    self.quota_remaining.labels(name, who, period).set(value)
+                if value is None:
+                    continue
+                gauge = gauges.get((name, period))
+                if gauge is None:
+                    gauge = gauges[(name, period)] = self.quota_remaining.labels(name, who,
+                                                                                 period)
+                gauge.set(value)
 
     def render(self) -> bytes:
         """The metrics in the Prometheus text format."""
