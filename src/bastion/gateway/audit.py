@@ -64,6 +64,8 @@ class AuditUnavailable(GatewayError):
 
 def _text(value: object, limit: int) -> str:
     text = value if isinstance(value, str) else str(value)
+    if text.isascii() and "\x00" not in text:  # (isascii is a flag lookup in CPython)
+        return text[:limit]
     if "\x00" in text:
         text = text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
     try:
