@@ -325,7 +325,9 @@ def test_writer_enqueue_waits_for_flush(engine: Engine) -> None:
     assert report.entries == 3
 
 
-def test_writer_flush_leaves_to_a_running_commit(engine: Engine) -> None:
+def test_writer_flush_waits_for_a_running_commit(engine: Engine) -> None:
+    # A worker lane's flush returns only once its entries are committed, even when another
+    # thread's commit runs: its answers then need no later wake-up to learn it.
     log = _RecordingLog(engine, hold_first=True)
     with AuditWriter(log) as writer:
         first: list[int] = []
@@ -334,33 +336,35 @@ def test_writer_flush_leaves_to_a_running_commit(engine: Engine) -> None:
         leader.start()
         assert log.holding.wait(30)  # the leader's commit runs (held open)
         future = writer.enqueue(_entry(1))
-        writer.flush()  # a commit runs: returns at once, without committing
+        flusher = threading.Thread(target=writer.flush, name="flusher")
+        flusher.start()
+        flusher.join(0.2)
+        assert flusher.is_alive()  # waiting for the running commit
         assert not future.done()
-        assert writer.pending == 1
-        assert log.threads == ["leader"]
         log.release.set()
+        flusher.join(30)
+        assert not flusher.is_alive()
+        assert future.done()  # committed before flush returned
+        assert future.result(timeout=0) == 2
         leader.join(30)
         assert first == [1]
-        # The background thread committed it after the leader's commit.
-        assert future.result(timeout=30) == 2
-        assert log.threads == ["leader", "bastion-audit-writer"]
     assert _seqs(engine) == [1, 2]
     report = audit.verify(engine)
     assert report.ok, report
     assert report.entries == 2
 
 
-def test_writer_flush_takes_one_batch_and_leaves_the_rest(engine: Engine) -> None:
+def test_writer_flush_commits_all_queued_in_batches(engine: Engine) -> None:
     log = _RecordingLog(engine)
     with AuditWriter(log, max_batch=2) as writer:
         futures = [writer.enqueue(_entry(i)) for i in range(5)]
         writer.flush()
-        assert [f.result(timeout=0) for f in futures[:2]] == [1, 2]
-        # What flush did not take, the background thread commits.
-        assert [f.result(timeout=30) for f in futures[2:]] == [3, 4, 5]
-        assert log.threads[0] == threading.current_thread().name
-        assert set(log.threads[1:]) == {"bastion-audit-writer"}
+        # Every entry queued before the flush is committed when it returns, in order.
+        assert [f.result(timeout=0) for f in futures] == [1, 2, 3, 4, 5]
         assert len(log.threads) == 3  # batches of at most two
+        assert log.threads[0] == threading.current_thread().name
+        writer.flush()  # nothing queued since: no commit
+        assert len(log.threads) == 3
     assert _seqs(engine) == [1, 2, 3, 4, 5]
     report = audit.verify(engine)
     assert report.ok, report

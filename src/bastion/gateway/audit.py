@@ -285,6 +285,7 @@ class AuditWriter:
         self._idle = threading.Condition(lock)  # the background thread, between batches
         self._closing = False
         self._leading = False  # a commit is running
+        self._last: Future[int] | None = None  # the entry queued last
         self._thread = threading.Thread(target=self._run, name="bastion-audit-writer",
                                         daemon=True)
         self._thread.start()
@@ -297,6 +298,7 @@ class AuditWriter:
             raise AuditUnavailable(f"{self.max_pending} audit entries already wait to be "
                                    "written: the database is too slow or unreachable")
         self._pending.append((entry, future))
+        self._last = future
         return future
 
     def submit(self, entry: AuditEntry) -> Future[int]:
@@ -308,9 +310,37 @@ class AuditWriter:
     def write(self, entry: AuditEntry, timeout: float = 30.0) -> int:
         """Append ``entry`` and return its sequence number once committed (leading the
         commit when none runs)."""
-        deadline = time.monotonic() + timeout
         with self._cond:
             future = self._enqueue(entry)
+        if not self._commit_until(future, timeout):
+            raise AuditUnavailable(f"the audit entry was not committed within {timeout:g} s")
+        return future.result()
+
+    def enqueue(self, entry: AuditEntry) -> Future[int]:
+        """Queue ``entry`` without committing it: the caller's next :meth:`flush` does (or
+        a commit running then). For callers that commit a run of their own entries at
+        once and await the futures elsewhere (the gateway's worker lanes and event loop)
+        rather than block a thread on each."""
+        with self._cond:
+            return self._enqueue(entry)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Commit every entry queued so far, in the calling thread: when a commit already
+        runs, wait for it, then lead the next (rather than leave the rest to the background
+        thread, whose hand-off costs each waiter a wake-up). Gives up after ``timeout``,
+        leaving what is left to the background thread; failures go to the entries'
+        futures."""
+        with self._cond:
+            last = self._last
+        if last is not None and not self._commit_until(last, timeout):
+            with self._cond:
+                self._idle.notify()
+
+    def _commit_until(self, future: Future[int], timeout: float) -> bool:
+        """Lead commits (or wait for the running one) until ``future`` is resolved;
+        entries are committed in the order queued, so every one queued before it is too.
+        ``False`` on timeout."""
+        deadline = time.monotonic() + timeout
         while True:
             with self._cond:
                 batch = None
@@ -320,27 +350,10 @@ class AuditWriter:
                         break
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        raise AuditUnavailable(f"the audit entry was not committed within "
-                                               f"{timeout:g} s")
+                        return False
                     self._cond.wait(left)
             if batch is None:
-                return future.result()
-            self._commit(batch)
-
-    def enqueue(self, entry: AuditEntry) -> Future[int]:
-        """Queue ``entry`` without committing it: the caller's next :meth:`flush` does (or
-        the commit running then, or the background thread after it). For callers that
-        commit a batch of their own entries at once and await the futures elsewhere (the
-        gateway's worker lanes and event loop) rather than block a thread on each."""
-        with self._cond:
-            return self._enqueue(entry)
-
-    def flush(self) -> None:
-        """Commit what is queued, in the calling thread, unless a commit already runs
-        (what it does not take, the background thread commits after it). Never waits."""
-        with self._cond:
-            batch = self._lead()
-        if batch is not None:
+                return True
             self._commit(batch)
 
     def _lead(self) -> list[tuple[AuditEntry, Future[int]]] | None:
