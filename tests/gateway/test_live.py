@@ -357,12 +357,19 @@ def test_download_sends_the_admitted_bytes(live: World) -> None:
 
 
 def test_metrics_need_admin(live: World) -> None:
+    before = len(_in_process_export(live.db))
     _error(live.get("/metrics", None), 401, "missing")
     _error(live.get("/metrics", "p-scores"), 403, "forbidden")
     answer = live.get("/metrics", "p-admin")
     assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/plain")
     assert "bastion_gateway_requests_total" in answer.text
     assert "bastion_gateway_denials_total" in answer.text
+    # Scrapes are requests like any other: the refused ones above all, in the audit log.
+    scrapes = [(e["principal"], e["status"], e["reason"])
+               for e in _in_process_export(live.db)[before:] if e["permission"] == "metrics"]
+    assert scrapes == [("-", 401, "missing"), ("p-scores", 403, "forbidden"),
+                       ("p-admin", 200, "ok")]
     # admin on every model is not a right to query one
     _error(live.predict("iris", "p-admin"), 403, "forbidden")
 

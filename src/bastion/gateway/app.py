@@ -77,6 +77,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("bastion.gateway")
 
 SERVICE = "bastion-gateway"
+_JSON = "application/json"
 #: How long a request waits for its audit entry to commit before it is refused (503).
 _AUDIT_WAIT = 30.0
 _QUERY = frozenset({Permission.PREDICT, Permission.SCORES})
@@ -154,6 +155,7 @@ class _Answer:
     elapsed: float
     audited: Future[int] | None
     download: _Download | None = None
+    media_type: str = _JSON
 
     def json_headers(self) -> list[tuple[bytes, bytes]]:
         """The raw ASGI headers of a JSON answer."""
@@ -477,12 +479,14 @@ class Gateway:
         call.output_summary = f"file {path.name} ({size} bytes)"
         return _Download(handle, path.name, size)
 
-    def metrics_allowed(self, call: _Call) -> None:
-        if self.config.public_metrics:
-            return
-        principal = self.authenticate(call)
-        if Permission.ADMIN not in self.access.permissions(principal, "*"):
-            raise _Refused(403, "forbidden", "metrics need admin on '*'")
+    def scrape(self, call: _Call) -> _Body:
+        """The Prometheus metrics (admin on ``*`` unless ``public-metrics`` is set)."""
+        call.permission = "metrics"
+        if not self.config.public_metrics:
+            principal = self.caller(call)
+            if Permission.ADMIN not in self.access.permissions(principal, "*"):
+                raise _Refused(403, "forbidden", "metrics need admin on '*'")
+        return _Body(self.metrics.render(), self.metrics.content_type)
 
     # -- one request, from its work to its audited answer ----------------------------------
 
@@ -518,11 +522,13 @@ class Gateway:
         and hand the request's audit entry to the log (committing it here when no commit
         runs)."""
         status, reason, headers = 200, "ok", {}
-        body, download = b"", None
+        body, download, media_type = b"", None, _JSON
         try:
             result = work()
             if isinstance(result, _Download):
                 download = result
+            elif isinstance(result, _Body):
+                body, media_type = result.content, result.media_type
             else:
                 body = _json(result)
             if call.alert:
@@ -556,7 +562,7 @@ class Gateway:
                 client=call.client))
         except Exception as exc:
             log.error("audit log write failed: %s", exc)
-        return _Answer(status, reason, body, headers, elapsed, audited, download)
+        return _Answer(status, reason, body, headers, elapsed, audited, download, media_type)
 
     def close(self) -> None:
         """Finish the queued work, then commit what the audit log holds."""
@@ -564,6 +570,14 @@ class Gateway:
             self.lanes.close()
         finally:
             self.audit.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Body:
+    """An answer's body that is not JSON (the metrics)."""
+
+    content: bytes
+    media_type: str
 
 
 @dataclass
@@ -686,7 +700,7 @@ def _response(answer: _Answer) -> Response:
                      "Content-Disposition":
                          f'attachment; filename="{_header_safe(download.filename)}"'})
     return Response(answer.body, status_code=answer.status, headers=answer.headers,
-                    media_type="application/json")
+                    media_type=answer.media_type)
 
 
 async def _read_body(call: _Call, receive: Receive, limit: int) -> bytes:
@@ -847,11 +861,7 @@ def create_app(config: GatewayConfig, engine: Engine | None = None) -> GatewayAp
     @app.get("/metrics", tags=["operations"], responses={401: {}, 403: {}})
     async def metrics(request: Request) -> Response:
         """Prometheus metrics (admin on '*' unless public-metrics is set)."""
-        try:
-            await run_in_threadpool(gw.metrics_allowed, _Call.of(request.scope))
-        except _Refused as exc:
-            return _error(exc.status, exc.reason, exc.message, exc.headers)
-        return Response(gw.metrics.render(), media_type=gw.metrics.content_type)
+        return await run("metrics", request, gw.scrape)
 
     @app.get("/v1/models", tags=["models"], responses=_ERRORS)
     async def list_models(request: Request) -> Response:
