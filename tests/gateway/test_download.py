@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from bastion.gateway import access, keys, registry
+from bastion.gateway import app as gateway_app
 from bastion.gateway.app import create_app
 from bastion.gateway.config import load_config
 from bastion.gateway.principals import Permission
@@ -73,3 +74,49 @@ def test_folder_changed_after_admission_is_refused(client: tuple[_Client, str],
     answer = http.get("/v1/models/folder/download?file=config.json", headers=auth)
     assert answer.status_code == 503
     assert "outside the model folder" in answer.json()["error"]["message"]
+
+
+def test_an_unchanged_folder_is_not_hashed_again(client: tuple[_Client, str], model_folder: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every download of one file used to hash the whole folder first (a client could make
+    # the gateway hash gigabytes per request); now only when a file changed since the last
+    # full check. The spy counts full checks and still runs the real one.
+    checks: list[str] = []
+    real = registry.verify_content
+
+    def counted(record: registry.ModelRecord) -> None:
+        checks.append(record.version)
+        real(record)
+
+    monkeypatch.setattr(registry, "verify_content", counted)
+    http, token = client
+    auth = {"Authorization": f"Bearer {token}"}
+    url = "/v1/models/folder/download?file=tokenizer/vocab.txt"
+    # Files written just now (within 2 s): checked in full every time, as a change in the
+    # same clock tick would not show in their times.
+    for _ in range(2):
+        assert http.get(url, headers=auth).status_code == 200
+    assert len(checks) == 2
+    checks.clear()
+    monkeypatch.setattr(gateway_app, "_SETTLED_NS", 0)  # as if they had been written long ago
+    for _ in range(3):
+        answer = http.get(url, headers=auth)
+        assert answer.status_code == 200, answer.text
+    assert len(checks) == 1
+    # Another file rewritten with bytes of the same size: seen, hashed, refused.
+    config = model_folder / "config.json"
+    original = config.read_bytes()
+    config.write_bytes(original.replace(b"a", b"z", 1))
+    assert len(config.read_bytes()) == len(original)
+    answer = http.get(url, headers=auth)
+    assert answer.status_code == 503
+    assert "config.json changed since admission" in answer.json()["error"]["message"]
+    assert len(checks) == 2
+    config.write_bytes(original)  # put right: checked once more, then served from the stamp
+    assert http.get(url, headers=auth).status_code == 200
+    assert http.get(url, headers=auth).status_code == 200
+    assert len(checks) == 3
+    (model_folder / "extra.bin").write_bytes(b"added after admission")
+    answer = http.get(url, headers=auth)
+    assert answer.status_code == 503
+    assert "extra.bin was added since admission" in answer.json()["error"]["message"]

@@ -81,9 +81,13 @@ _JSON = "application/json"
 #: How long a request waits for its audit entry to commit before it is refused (503).
 _AUDIT_WAIT = 30.0
 _QUERY = frozenset({Permission.PREDICT, Permission.SCORES})
-#: Load failures remembered at once. They are keyed by admitted versions only (a request
-#: reaches the loader after the registry lookup), so this is a safety bound, rarely reached.
-_MAX_FAILURES = 256
+#: What is remembered per model or version (load failures, verified folders, quota specs).
+#: Keyed by admitted names only (requests reach them after the registry lookup), so this is
+#: a safety bound, rarely reached.
+_MAX_KEPT = 256
+_MAX_FAILURES = _MAX_KEPT
+#: A folder whose newest change is younger than this is hashed on every download.
+_SETTLED_NS = 2_000_000_000
 #: Worker threads of one gateway process (see :mod:`bastion.gateway.lanes`).
 _LANES = 16
 
@@ -190,6 +194,8 @@ class Gateway:
         #: Versions whose load failed: until when, and the answer to give meanwhile.
         self._failed: dict[tuple[str, str], tuple[float, _Refused]] = {}
         self._quota_specs: dict[str, QuotaSpec] = {}
+        #: Model folders that passed a full check, and their stamp then (most recent last).
+        self._verified: OrderedDict[tuple[str, str], registry.Stamp] = OrderedDict()
         self._load_lock = threading.Lock()  # one load at a time
         self._cache_lock = threading.Lock()  # short: reads and writes of the two above
 
@@ -289,7 +295,7 @@ class Gateway:
             q = self.config.quota_for(name)
             spec = QuotaSpec(rate=q.rate, burst=q.burst, per_day=q.per_day,
                              per_month=q.per_month)
-            if len(self._quota_specs) < _MAX_FAILURES:  # names reaching here are admitted
+            if len(self._quota_specs) < _MAX_KEPT:  # names reaching here are admitted
                 self._quota_specs[name] = spec
         decision = self.quotas.consume(f"{principal.name}|{name}", spec)
         self.metrics.quota(name, principal.name, day=decision.remaining_day,
@@ -466,7 +472,7 @@ class Gateway:
         self.consume_quota(principal, name)
         root = Path(rec.path)
         if not root.is_file():
-            registry.verify_content(rec)  # a folder: every file as admitted, none added
+            self._verify_folder(rec)  # every file as admitted, none added
         path = _downloadable(root, file)
         rel = "." if path == root else path.relative_to(root.resolve()).as_posix()
         expected = {r: sha for r, _size, sha in rec.files}.get(rel)
@@ -478,6 +484,28 @@ class Gateway:
         size = os.fstat(handle.fileno()).st_size
         call.output_summary = f"file {path.name} ({size} bytes)"
         return _Download(handle, path.name, size)
+
+    def _verify_folder(self, rec: registry.ModelRecord) -> None:
+        """Refuse a model folder that differs from admission. Every file is hashed again
+        only when the file system says one changed since the last check that passed (its
+        stamp, taken before hashing, so a write during the check is seen next time): a
+        client downloading one file of a large folder must not cost a hash of all of it."""
+        key = (rec.name, rec.version)
+        before = registry.stamp(rec)
+        with self._cache_lock:
+            if before is not None and self._verified.get(key) == before:
+                self._verified.move_to_end(key)
+                return
+        registry.verify_content(rec)
+        # A file changed within the file system's time granularity of the stamp could change
+        # again without changing it (the "racy git" case): trust only settled stamps.
+        if before is None or max((f[4] for f in before), default=0) > time.time_ns() - _SETTLED_NS:
+            return
+        with self._cache_lock:
+            self._verified[key] = before
+            self._verified.move_to_end(key)
+            while len(self._verified) > _MAX_KEPT:
+                self._verified.popitem(last=False)
 
     def scrape(self, call: _Call) -> _Body:
         """The Prometheus metrics (admin on ``*`` unless ``public-metrics`` is set)."""

@@ -207,6 +207,31 @@ def measure(path: Path) -> tuple[str, tuple[tuple[str, int, str], ...]]:
     return f"sha256:{hashlib.sha256(lines.encode('utf-8')).hexdigest()}", files
 
 
+#: A model folder's files as the file system describes them, without reading a byte: path,
+#: size, inode, modification and change time (nanoseconds) of each.
+Stamp = tuple[tuple[str, int, int, int, int], ...]
+
+
+def stamp(record: ModelRecord) -> Stamp | None:
+    """The files of ``record``'s folder as the file system describes them (``None`` when
+    it cannot be walked cleanly). Two equal stamps mean no file was written, replaced,
+    added or removed in between: a write changes the change time, which no one can set back
+    (only the clock), so an unchanged stamp lets a verified folder go unhashed."""
+    from bastion.sign.manifest import ManifestError, walk_model
+
+    try:
+        walk = walk_model(Path(record.path), (), max_files=MAX_FILES)
+        if walk.problems:
+            return None
+        out = []
+        for f in walk.files:
+            st = os.stat(f.path)
+            out.append((f.rel, st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
+    except (OSError, ManifestError):
+        return None
+    return tuple(out)
+
+
 def verify_content(record: ModelRecord) -> None:
     """Refuse (:class:`ModelIntegrityError`) a model whose files differ from admission."""
     root = Path(record.path)
