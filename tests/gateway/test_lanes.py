@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
@@ -208,14 +209,20 @@ def test_after_batch_failing_loses_no_answer(made: _Made) -> None:
     assert len(calls) == 2  # the run of nine, then the last one: each raised
 
 
-def test_a_stalled_item_does_not_hold_up_the_next_when_a_thread_is_free(made: _Made) -> None:
+@pytest.mark.parametrize("burst", [False, True], ids=["after-it-started", "same-loop-step"])
+def test_a_stalled_item_does_not_hold_up_the_next_when_a_thread_is_free(made: _Made,
+                                                                       burst: bool) -> None:
+    # burst: the quick item is queued first and the slow one right behind it, before any
+    # thread resumes; one thread takes both in a run, and must answer the quick one before
+    # it starts the slow one (a kind it has not seen: it may take long).
     lanes = made(2, stall=0.01)
     started = threading.Event()
 
     async def main() -> None:
-        slow = asyncio.ensure_future(lanes.run(_blocker(made, started)))
-        await _until(started)
-        # Answered by the other thread while the slow item still blocks.
+        slow = asyncio.ensure_future(lanes.run(_blocker(made, started), "slow"))
+        if not burst:
+            await _until(started)
+        # Answered (by the other thread, or before the slow one starts) while it is not done.
         assert await lanes.run(made.release.is_set) is False
         assert not slow.done()
         made.release.set()
@@ -224,22 +231,31 @@ def test_a_stalled_item_does_not_hold_up_the_next_when_a_thread_is_free(made: _M
     _run(main)
 
 
-def test_a_burst_is_not_held_up_behind_its_slow_first_item(made: _Made) -> None:
-    # Both queued in the same loop step, before the thread started for the first resumes:
-    # the second must still go to another thread once the first counts as stalled.
-    lanes = made(2, stall=0.01)
+def test_answers_done_are_given_before_an_item_of_a_slow_kind(made: _Made) -> None:
+    # One thread, a kind that has taken long before: the answers of the quick items run
+    # before it are delivered before it starts, not after it ends.
+    lanes = made(1, stall=0.01)
     started = threading.Event()
+    hold = threading.Event()  # what the slow item waits for
 
     async def main() -> None:
-        slow = asyncio.ensure_future(lanes.run(_blocker(made, started)))
-        quick = asyncio.ensure_future(lanes.run(made.release.is_set))
-        assert await quick is False  # answered while the slow item still blocks
-        assert started.is_set()
-        assert not slow.done()
+        assert await lanes.run(lambda: time.sleep(0.02) or "learnt", "slow") == "learnt"
+        first = asyncio.ensure_future(lanes.run(_blocker(made, started), "gate"))
+        await _until(started)  # the thread is held: what follows queues behind
+        rest = await _queued(lanes, [lambda: "quick"])
+        slow = asyncio.ensure_future(lanes.run(lambda: hold.wait(WAIT), "slow"))
+        await asyncio.sleep(0)  # queued: gate, then quick, then slow
         made.release.set()
+        assert await first is True
+        assert await rest[0] == "quick"  # while the slow one still runs
+        assert not slow.done()
+        hold.set()
         assert await slow is True
 
-    _run(main)
+    try:
+        _run(main)
+    finally:
+        hold.set()
 
 
 def test_stop_iteration_reaches_its_waiter_and_no_answer_is_lost(made: _Made) -> None:

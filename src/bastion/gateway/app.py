@@ -522,7 +522,8 @@ class Gateway:
         """Run ``work`` in a worker thread, which also settles the answer and hands its
         audit entry to the log; then wait (here, on the event loop, holding no thread) until
         the entry is committed. An answer the log did not take is not given: 503."""
-        answer = await self.lanes.run(functools.partial(self.settle, operation, call, work))
+        answer = await self.lanes.run(functools.partial(self.settle, operation, call, work),
+                                      (operation, call.model))
         audited = answer.audited
         try:
             if audited is None:

@@ -18,16 +18,19 @@ wake-up; idle, the same two as a thread pool.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from contextlib import suppress
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-_Item = tuple[Callable[[], Any], "asyncio.Future[Any]"]
+_Item = tuple[Callable[[], Any], "asyncio.Future[Any]", Hashable]
+#: Kinds of work whose run times are remembered at once.
+_MAX_KINDS = 1024
 _Done = tuple["asyncio.Future[Any]", Any, "BaseException | None"]
 
 
@@ -57,14 +60,19 @@ class Lanes:
         self._busy: dict[int, float] = {}  # running thread -> when its current item began
         self._watching = False  # a stall check is scheduled on the loop
         self._closed = False
+        #: kind -> its recent run time (seconds, moving average), at most _MAX_KINDS
+        self._costs: dict[Hashable, float] = {}
 
-    async def run(self, fn: Callable[[], T]) -> T:
+    async def run(self, fn: Callable[[], T], kind: Hashable = None) -> T:
+        """``fn()``'s result (or exception). ``kind`` names what sort of work it is (the
+        gateway: operation and model): items of a kind not yet seen, or that took ``stall``
+        or more lately, are started only after the answers already done are given back."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._cond:
             if self._closed:
                 raise LanesClosed("the gateway is shutting down")
-            self._queue.append((fn, future))
+            self._queue.append((fn, future, kind))
             self._wake(loop)
         return await future
 
@@ -111,7 +119,17 @@ class Lanes:
                     self._waking = max(0, self._waking - 1)
                 done: list[_Done] = []
                 while True:
-                    fn, future = self._queue.popleft()
+                    fn, future, kind = self._queue.popleft()
+                    if done and self._costs.get(kind, math.inf) >= self.stall:
+                        # This may take long: answer the run so far first (a quick answer
+                        # must not wait for a slow model).
+                        self._busy[index] = time.monotonic()
+                        self._cond.release()
+                        try:
+                            self._finish(done)
+                        finally:
+                            self._cond.acquire()
+                        done = []
                     began = self._busy[index] = time.monotonic()
                     self._cond.release()
                     try:
@@ -124,8 +142,13 @@ class Lanes:
                         done.append((future, None, exc))
                     finally:
                         self._cond.acquire()
+                    took = time.monotonic() - began
+                    if len(self._costs) >= _MAX_KINDS and kind not in self._costs:
+                        self._costs.clear()  # bounded; relearned in a few items
+                    self._costs[kind] = took if kind not in self._costs else (
+                        0.8 * self._costs[kind] + 0.2 * took)
                     if (not self._queue or len(done) >= self.max_batch
-                            or time.monotonic() - began >= self.stall):
+                            or took >= self.stall):
                         break  # answer now: nothing queued, a full run, or a slow item
                 # Answering counts as running: this thread looks at the queue again before
                 # it sleeps, so work queued meanwhile wakes no other thread.
