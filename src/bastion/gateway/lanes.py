@@ -12,7 +12,10 @@ queued, without being woken, and gives a run of answers back to the loop with on
 transaction). A sleeping thread is woken only when no thread runs, or when every running
 one has been on its current item for ``stall`` seconds (a slow model or database call):
 then the queue is not held up behind it. Under load a request costs a fraction of a
-wake-up; idle, the same two as a thread pool.
+wake-up; idle, the same two as a thread pool. And a thread holding finished answers gives
+them back before it starts an item of a kind (the gateway: operation and model) that took
+``stall`` or more lately, or that it has not seen yet: a quick answer does not wait for a
+slow model queued behind it.
 """
 
 from __future__ import annotations
