@@ -56,13 +56,15 @@ _EXTRAS = {
 }
 
 
-def missing_extra(exc: ModuleNotFoundError) -> UsageError | None:
+def missing_extra(exc: ModuleNotFoundError, command: str | None = None) -> UsageError | None:
     """The usage error for an optional dependency that is not installed, naming the extra
-    that brings it (``None`` when the missing module is not an optional one: a real bug)."""
+    that brings it (``None`` when the missing module is not an optional one: a real bug).
+    ``bastion scan`` needs only the small 'cache' extra for the database (``--cache``)."""
     top = (exc.name or "").partition(".")[0]
     extra = _EXTRAS.get(top)
     if extra is None:
         return None
-    also = " (or 'cache', for `scan --cache`)" if top in ("sqlalchemy", "psycopg") else ""
-    return UsageError(f"this command needs the optional '{extra}' extra{also}: {top} is not "
+    if command == "scan" and top in ("sqlalchemy", "psycopg"):
+        extra = "cache"
+    return UsageError(f"this command needs the optional '{extra}' extra: {top} is not "
                       "installed", hint=f"pip install 'bastion-mlsec[{extra}]'")

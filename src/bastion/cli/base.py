@@ -76,7 +76,8 @@ def unexpected(exc: Exception) -> tuple[str, str | None]:
     if isinstance(exc, ModuleNotFoundError):
         from bastion.errors import missing_extra
 
-        missing = missing_extra(exc)
+        command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+        missing = missing_extra(exc, command)
         if missing is not None:
             return missing.message, missing.hint
     if os.environ.get("BASTION_DEBUG"):

@@ -161,9 +161,9 @@ class _Answer:
     download: _Download | None = None
     media_type: str = _JSON
 
-    def json_headers(self) -> list[tuple[bytes, bytes]]:
-        """The raw ASGI headers of a JSON answer."""
-        return [(b"content-type", b"application/json"),
+    def asgi_headers(self) -> list[tuple[bytes, bytes]]:
+        """The raw ASGI headers of an answer with a body (not a download)."""
+        return [(b"content-type", self.media_type.encode("latin-1")),
                 (b"content-length", str(len(self.body)).encode()),
                 *((k.lower().encode("latin-1"), v.encode("latin-1"))
                   for k, v in self.headers.items())]
@@ -197,7 +197,7 @@ class Gateway:
         #: Model folders that passed a full check, and their stamp then (most recent last).
         self._verified: OrderedDict[tuple[str, str], registry.Stamp] = OrderedDict()
         self._load_lock = threading.Lock()  # one load at a time
-        self._cache_lock = threading.Lock()  # short: reads and writes of the two above
+        self._cache_lock = threading.Lock()  # short: reads and writes of the caches above
 
     # -- the steps -------------------------------------------------------------------------
 
@@ -803,7 +803,7 @@ class GatewayApp(FastAPI):
                 lambda body: gw.predict(body, name, version, call))
             started = True
             await send({"type": "http.response.start", "status": answer.status,
-                        "headers": answer.json_headers()})
+                        "headers": answer.asgi_headers()})
             await send({"type": "http.response.body", "body": answer.body})
         except Exception:  # a bug of ours, or the client gone while we answered
             log.exception("predict failed")
