@@ -713,10 +713,8 @@ def _error_body(reason: str, message: str) -> bytes:
     return _json({"error": {"code": reason, "message": message}})
 
 
-def _error(status: int, reason: str, message: str,
-           headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": reason, "message": message}}, status_code=status,
-                        headers=headers)
+def _error(status: int, reason: str, message: str) -> Response:
+    return Response(_error_body(reason, message), status_code=status, media_type=_JSON)
 
 
 def _response(answer: _Answer) -> Response:
