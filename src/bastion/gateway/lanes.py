@@ -127,29 +127,12 @@ class Lanes:
                         # This may take long: answer the run so far first (a quick answer
                         # must not wait for a slow model).
                         self._busy[index] = time.monotonic()
-                        self._cond.release()
-                        try:
-                            self._finish(done)
-                        finally:
-                            self._cond.acquire()
+                        self._unlocked(self._finish, done)
                         done = []
                     began = self._busy[index] = time.monotonic()
-                    self._cond.release()
-                    try:
-                        done.append((future, fn(), None))
-                    except StopIteration as exc:  # a future cannot hold one
-                        error = RuntimeError(f"the work raised StopIteration: {exc}")
-                        error.__cause__ = exc
-                        done.append((future, None, error))
-                    except BaseException as exc:  # given to the awaiting coroutine
-                        done.append((future, None, exc))
-                    finally:
-                        self._cond.acquire()
+                    done.append(self._unlocked(_call, fn, future))
                     took = time.monotonic() - began
-                    if len(self._costs) >= _MAX_KINDS and kind not in self._costs:
-                        self._costs.clear()  # bounded; relearned in a few items
-                    self._costs[kind] = took if kind not in self._costs else (
-                        0.8 * self._costs[kind] + 0.2 * took)
+                    self._learn(kind, took)
                     if (not self._queue or len(done) >= self.max_batch
                             or took >= self.stall):
                         break  # answer now: nothing queued, a full run, or a slow item
@@ -157,6 +140,21 @@ class Lanes:
                 # it sleeps, so work queued meanwhile wakes no other thread.
                 self._busy[index] = time.monotonic()
             self._finish(done)
+
+    def _unlocked(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` with the condition released (it is held on entry and on return)."""
+        self._cond.release()
+        try:
+            return fn(*args)
+        finally:
+            self._cond.acquire()
+
+    def _learn(self, kind: Hashable, took: float) -> None:
+        """Fold ``took`` into the kind's moving average (condition held)."""
+        known = self._costs.get(kind)
+        if known is None and len(self._costs) >= _MAX_KINDS:
+            self._costs.clear()  # bounded; relearned in a few items
+        self._costs[kind] = took if known is None else 0.8 * known + 0.2 * took
 
     def _finish(self, done: list[_Done]) -> None:
         if self.after_batch is not None:
@@ -180,6 +178,18 @@ class Lanes:
         for thread in started:
             if thread is not threading.current_thread():
                 thread.join(timeout)
+
+
+def _call(fn: Callable[[], Any], future: asyncio.Future[Any]) -> _Done:
+    """``fn()``'s outcome, for ``future``."""
+    try:
+        return (future, fn(), None)
+    except StopIteration as exc:  # a future cannot hold one
+        error = RuntimeError(f"the work raised StopIteration: {exc}")
+        error.__cause__ = exc
+        return (future, None, error)
+    except BaseException as exc:  # given to the awaiting coroutine
+        return (future, None, exc)
 
 
 def _deliver(items: list[_Done]) -> None:
