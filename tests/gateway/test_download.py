@@ -41,7 +41,7 @@ def client(engine: Engine, model_folder: Path) -> Iterator[tuple[_Client, str]]:
     access.grant(engine, "user:dana", "folder", Permission.DOWNLOAD, separation_of_duties=True)
     app = create_app(load_config({}, environ={}), engine)
     yield _Client(app), token
-    app.state.gateway.audit.close()
+    app.state.gateway.close()  # lanes, then the audit log
 
 
 def test_folder_files_are_served_as_admitted(client: tuple[_Client, str],

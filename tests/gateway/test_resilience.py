@@ -97,7 +97,7 @@ def gateway(engine: Engine) -> Iterator[Any]:
 
     yield make
     for app in made:
-        app.state.gateway.audit.close()
+        app.state.gateway.close()
 
 
 def _error(answer: httpx.Response, status: int, code: str) -> str:
@@ -333,7 +333,7 @@ def test_usable_jwks_file_is_loaded_at_start(tmp_path: Path) -> None:
         assert answer.status_code == 200, answer.text
         assert answer.json() == {"models": []}
     finally:
-        app.state.gateway.audit.close()
+        app.state.gateway.close()
 
 
 def test_jwks_url_is_not_fetched_at_start(tmp_path: Path) -> None:
@@ -345,7 +345,7 @@ def test_jwks_url_is_not_fetched_at_start(tmp_path: Path) -> None:
     try:
         assert app.state.gateway.jwt.source._set is None  # to be fetched on first use
     finally:
-        app.state.gateway.audit.close()
+        app.state.gateway.close()
 
 
 @pytest.mark.parametrize("case", ["missing", "not-json"])
