@@ -188,13 +188,13 @@ def test_a_failure_of_one_version_does_not_touch_the_others(
 
 
 def test_remembered_failures_are_bounded(gateway: Any) -> None:
-    from bastion.gateway.app import _MAX_FAILURES
+    from bastion.gateway.app import _MAX_KEPT
 
     gw = gateway((), refresh_seconds=60).app.state.gateway
-    for i in range(_MAX_FAILURES + 50):
+    for i in range(_MAX_KEPT + 50):
         gw._failed_now(("m", str(i)), ModelIntegrityError(f"m@{i} changed"))
-    assert len(gw._failed) == _MAX_FAILURES
-    assert ("m", str(_MAX_FAILURES + 49)) in gw._failed  # the newest stay, the oldest go
+    assert len(gw._failed) == _MAX_KEPT
+    assert ("m", str(_MAX_KEPT + 49)) in gw._failed  # the newest stay, the oldest go
     assert ("m", "0") not in gw._failed
 
 

@@ -85,7 +85,6 @@ _QUERY = frozenset({Permission.PREDICT, Permission.SCORES})
 #: Keyed by admitted names only (requests reach them after the registry lookup), so this is
 #: a safety bound, rarely reached.
 _MAX_KEPT = 256
-_MAX_FAILURES = _MAX_KEPT
 #: A folder whose newest change is younger than this is hashed on every download.
 _SETTLED_NS = 2_000_000_000
 #: Worker threads of one gateway process (see :mod:`bastion.gateway.lanes`).
@@ -366,10 +365,10 @@ class Gateway:
         now = time.monotonic()
         status, reason, message = _failure(exc)
         with self._cache_lock:
-            if len(self._failed) >= _MAX_FAILURES:
+            if len(self._failed) >= _MAX_KEPT:
                 for old in [k for k, (until, _) in self._failed.items() if until <= now]:
                     del self._failed[old]
-                while len(self._failed) >= _MAX_FAILURES:  # the oldest failure goes first
+                while len(self._failed) >= _MAX_KEPT:  # the oldest failure goes first
                     del self._failed[next(iter(self._failed))]
             self._failed[key] = (now + self.config.refresh_seconds,
                                  _Refused(status, reason, message))
@@ -548,8 +547,8 @@ class Gateway:
 
     def settle(self, operation: str, call: _Call, work: Callable[[], Any]) -> _Answer:
         """Run ``work``, map its refusal or failure to an answer (never a traceback out),
-        and hand the request's audit entry to the log (committing it here when no commit
-        runs)."""
+        and queue the request's audit entry (the lane commits its run's entries when the
+        run ends: ``after_batch``)."""
         status, reason, headers = 200, "ok", {}
         body, download, media_type = b"", None, _JSON
         try:
@@ -806,11 +805,11 @@ class GatewayApp(FastAPI):
         except Exception:  # a bug of ours, or the client gone while we answered
             log.exception("predict failed")
             if not started:
-                body = _error_body("error", "internal error")
+                failed = _Answer(500, "error", _error_body("error", "internal error"), {}, 0.0,
+                                 None)
                 await send({"type": "http.response.start", "status": 500,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
+                            "headers": failed.asgi_headers()})
+                await send({"type": "http.response.body", "body": failed.body})
 
 
 _PREDICT_BODY = {
@@ -880,7 +879,7 @@ def create_app(config: GatewayConfig, engine: Engine | None = None) -> GatewayAp
     async def readyz() -> Response:
         """Readiness: the database (and Redis, when configured) answer."""
         try:
-            await run_in_threadpool(_ping, gw)
+            await gw.lanes.run(functools.partial(_ping, gw), "readyz")
         except Exception as exc:
             return _error(503, "not_ready", f"{type(exc).__name__}: {exc}")
         return JSONResponse({"status": "ready", "service": SERVICE})
