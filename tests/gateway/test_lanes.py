@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bastion.gateway.lanes import Lanes, LanesClosed
+from bastion.gateway.lanes import Lanes, LanesClosed, off_gil
 
 WAIT = 20.0  # the most a test waits for anything: a broken lane fails the test, not hangs it
 
@@ -87,7 +87,8 @@ async def _queued(lanes: Lanes, fns: list[Callable[[], Any]]) -> list[asyncio.Ta
     return tasks
 
 
-@pytest.mark.parametrize("options", [{"threads": 0}, {"max_batch": 0}, {"stall": 0}])
+@pytest.mark.parametrize("options", [{"threads": 0}, {"max_batch": 0}, {"stall": 0},
+                                     {"heavy": 0}])
 def test_bad_settings_are_refused(options: dict[str, Any]) -> None:
     settings: dict[str, Any] = {"threads": 1, "max_batch": 1, "stall": 0.01, **options}
     with pytest.raises(ValueError, match="at least 1"):
@@ -296,6 +297,50 @@ def test_with_one_thread_the_next_item_waits_for_the_stalled_one(made: _Made) ->
         assert await slow is True
 
     _run(main)
+
+
+def _burn() -> int:
+    """A few milliseconds of CPU (here in Python: the lanes count what off_gil says)."""
+    return sum(range(200_000))
+
+
+@pytest.mark.parametrize(("counted", "parallel", "second_thread"), [
+    (True, 2, True),  # work outside the GIL, a CPU free: a thread of its own at once
+    (False, 2, False),  # as much CPU, holding the GIL: a second thread would only contend
+    (True, 1, False),  # no more threads on heavy kinds than `parallel`
+], ids=["off-gil", "holds-gil", "parallel-1"])
+def test_a_kind_that_runs_outside_the_gil_gets_a_second_thread_at_once(
+        made: _Made, counted: bool, parallel: int, second_thread: bool) -> None:
+    # stall=60: the running thread never counts as stalled; only the kind's own record of
+    # CPU spent outside the GIL can wake the second thread.
+    lanes = made(2, stall=60.0, heavy=0.0005, parallel=parallel)
+    started = threading.Event()
+
+    def model() -> int:
+        return off_gil(_burn) if counted else _burn()
+
+    async def main() -> None:
+        await lanes.run(model, "model")  # learnt: ~ms of CPU, counted or not
+        first = asyncio.ensure_future(lanes.run(_blocker(made, started), "model"))
+        await _until(started)
+        second = asyncio.ensure_future(lanes.run(made.release.is_set, "model"))
+        done, _ = await asyncio.wait({second}, timeout=WAIT if second_thread else 0.2)
+        if second_thread:
+            assert done
+            assert await second is False
+        else:
+            assert not done  # waits for the one running thread
+        made.release.set()
+        assert await first is True
+        assert await second is (not second_thread)  # ran before the release, or after
+
+    _run(main)
+
+
+def test_off_gil_outside_a_lane_just_calls() -> None:
+    assert off_gil(lambda x: x + 1, 1) == 2
+    with pytest.raises(ZeroDivisionError):
+        off_gil(lambda: 1 // 0)
 
 
 def test_close_finishes_queued_work_then_refuses(made: _Made) -> None:

@@ -125,6 +125,7 @@ def test_sklearn_skops(tmp_path: Path, logreg: Any, iris: tuple[np.ndarray, np.n
     assert out.classes == [0, 1, 2]
     assert out.scores is not None
     np.testing.assert_allclose(out.scores, logreg.predict_proba(x), rtol=1e-6)
+    assert predictor.releases_gil is False  # scikit-learn holds it between its steps
 
 
 def test_sklearn_skops_allowlisted_extra_types(tmp_path: Path,
@@ -302,6 +303,7 @@ def test_onnx_linear_classifier(tmp_path: Path, outputs: str) -> None:
     assert out.labels == expected.argmax(axis=1).tolist()
     assert out.classes == [0, 1, 2]
     assert all(type(label) is int for label in out.labels)
+    assert predictor.releases_gil is True  # worker lanes may run it side by side
 
 
 def test_onnx_class_names_and_threads(tmp_path: Path) -> None:
@@ -354,6 +356,7 @@ def test_torchscript(tmp_path: Path) -> None:
     np.testing.assert_allclose(out.scores, expected, rtol=1e-5, atol=1e-6)
     assert out.labels == expected.argmax(axis=1).tolist()
     assert predictor.module.training is False
+    assert predictor.releases_gil is True
 
 
 def test_torch_factory_and_safetensors(tmp_path: Path, helpers: ModuleType) -> None:
@@ -374,6 +377,7 @@ def test_torch_factory_and_safetensors(tmp_path: Path, helpers: ModuleType) -> N
     assert out.scores is not None
     np.testing.assert_allclose(out.scores, expected, rtol=1e-5, atol=1e-6)
     assert predictor.module.training is False
+    assert predictor.releases_gil is False  # an eager forward is Python between operators
     # The folder form: exactly one .safetensors inside.
     assert load_predictor("torch", tmp_path, factory=factory,
                           input_schema=IRIS_SCHEMA).predict(X4.copy()).labels == out.labels

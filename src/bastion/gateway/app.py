@@ -64,7 +64,7 @@ from bastion.gateway.errors import (
     ModelIntegrityError,
     NotFound,
 )
-from bastion.gateway.lanes import Lanes
+from bastion.gateway.lanes import Lanes, off_gil
 from bastion.gateway.loaders import Predictor, load_predictor, shape_output
 from bastion.gateway.metrics import GatewayMetrics
 from bastion.gateway.principals import BLACK_BOX, WHITE_BOX, Permission, Principal
@@ -389,7 +389,8 @@ class Gateway:
         call.input_digest = hashlib.sha256(body).hexdigest()
         model = self.loaded(rec)
         x = model.schema.coerce(_inputs(body))
-        prediction = model.predictor.predict(x)
+        prediction = (off_gil(model.predictor.predict, x) if model.predictor.releases_gil
+                      else model.predictor.predict(x))
         call.output_summary = f"{len(prediction.labels)} predictions"
         if guard is not None:
             self.detected(rec.name, guard.screen(principal.name, x, prediction,

@@ -70,6 +70,9 @@ class Predictor:
     """A loaded model. ``predict`` is thread-safe for every loader."""
 
     kind = "model"
+    #: The model runs without holding the GIL (native code): requests for it gain from
+    #: running on several worker lanes at once (see bastion.gateway.lanes.off_gil).
+    releases_gil = False
 
     def predict(self, x: np.ndarray[Any, Any]) -> Prediction:
         raise NotImplementedError
@@ -218,6 +221,7 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64",
 
 class _OnnxPredictor(Predictor):
     kind = "onnx"
+    releases_gil = True  # InferenceSession.run releases it
 
     def __init__(self, path: Path, schema: InputSchema, threads: int) -> None:
         import onnxruntime as ort
@@ -420,6 +424,9 @@ class _TorchPredictor(Predictor):
     def __init__(self, module: Any, kind: str) -> None:
         self.module = module
         self.kind = kind
+        # A TorchScript module runs in C++ without the GIL; an eager module's Python
+        # forward holds it between operators.
+        self.releases_gil = kind == "torchscript"
         # Feed floats in the precision of the weights (a float64 schema, a float32 model).
         first = next(iter(module.parameters()), None)
         self.float_dtype = first.dtype if first is not None and first.is_floating_point() \
