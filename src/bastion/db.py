@@ -168,22 +168,41 @@ def storage_errors(engine: Engine, what: str = "database") -> Iterator[None]:
 def fetch_one(engine: Engine, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
     """One row of a constant query (``?`` placeholders) straight from the driver.
 
-    For per-request reads (an API key's row): SQLAlchemy's connection and transaction
-    bookkeeping cost ten times the query on SQLite (52 µs against 5 µs measured), and even
-    its pool's check-out and return cost three times the query (9.7 against 2.9 µs), so a
-    SQLite file is read over a connection each thread keeps for itself (autocommit: every
-    read sees the last commit). Values come back as the driver gives them (see
-    :func:`as_utc`, :func:`as_json`)."""
-    reader = _sqlite_reader(engine)
-    if reader is not None:
-        try:
-            return reader.execute(sql, params).fetchone()  # type: ignore[no-any-return]
-        except BaseException:
-            _drop_reader(engine)  # in an unknown state: the next read opens another
-            with storage_errors(engine):
-                raise
+    For per-request reads (an API key's row), over a connection each thread keeps for
+    itself, in autocommit (every read sees the last commit):
+
+    - SQLite: SQLAlchemy's connection and transaction bookkeeping cost ten times the query
+      (52 µs against 5 µs measured), and even its pool's check-out and return cost three
+      times the query (9.7 against 2.9 µs);
+    - PostgreSQL: a pooled read is four round trips to the server (the pool's pre-ping,
+      ``BEGIN``, the query, the ``ROLLBACK`` on return), each costing the server CPU too;
+      here it is one. A kept connection the server dropped (a restart) is replaced and the
+      read tried once more, as the pre-ping would have.
+
+    In-memory SQLite reads go through the pool (a second connection to ``:memory:`` is
+    another database). Values come back as the driver gives them (see :func:`as_utc`,
+    :func:`as_json`)."""
+    if engine.dialect.name == "sqlite" and not isinstance(engine.pool, QueuePool):
+        return _pooled_fetch(engine, sql, params)
     if engine.dialect.paramstyle != "qmark":
         sql = sql.replace("?", "%s")
+    for attempt in (1, 2):
+        reader, fresh = _reader(engine)
+        try:
+            cursor = reader.execute(sql, params)
+            row = cursor.fetchone()
+        except BaseException as exc:
+            lost = _disconnected(engine, reader, exc)
+            _drop_reader(engine)  # in an unknown state: the next read opens another
+            if attempt == 1 and not fresh and lost:
+                continue
+            with storage_errors(engine):
+                raise
+        return None if row is None else tuple(row)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _pooled_fetch(engine: Engine, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
     with storage_errors(engine):
         raw = engine.raw_connection()
         try:
@@ -198,36 +217,75 @@ def fetch_one(engine: Engine, sql: str, params: tuple[Any, ...]) -> tuple[Any, .
     return None if row is None else tuple(row)
 
 
-#: Each thread's own connection to each SQLite file engine (see :func:`fetch_one`).
+def _disconnected(engine: Engine, conn: Any, exc: BaseException) -> bool:
+    """``exc`` says ``conn`` was closed by the server (not a bad query or a timeout)."""
+    dbapi = getattr(engine.dialect, "loaded_dbapi", None)
+    if dbapi is None or not isinstance(exc, dbapi.Error):
+        return False
+    return bool(engine.dialect.is_disconnect(exc, conn, None))
+
+
+#: Each thread's own connection to each engine (see :func:`fetch_one`).
 _readers = threading.local()
 
 
-def _sqlite_reader(engine: Engine) -> Any:
-    """This thread's connection to ``engine``'s SQLite file, opened (with the engine's
-    pragmas) on first use; ``None`` for PostgreSQL and in-memory SQLite, whose reads go
-    through the pool (a second connection to ``:memory:`` is another database)."""
-    if engine.dialect.name != "sqlite" or not isinstance(engine.pool, QueuePool):
-        return None
-    readers: weakref.WeakKeyDictionary[Engine, Any] | None = getattr(_readers, "by_engine",
-                                                                      None)
+class _Reader:
+    """A thread's kept connection, closed when this is collected: its thread ended, or its
+    engine was collected or disposed of (the driver warns about a connection never
+    closed)."""
+
+    __slots__ = ("__weakref__", "conn", "generation")
+
+    def __init__(self, conn: Any, generation: int) -> None:
+        self.conn = conn
+        self.generation = generation  # the engine's count of disposals when opened
+        weakref.finalize(self, _close_quietly, conn)
+
+
+def _close_quietly(conn: Any) -> None:
+    with suppress(Exception):
+        conn.close()
+
+
+def _reader(engine: Engine) -> tuple[Any, bool]:
+    """This thread's connection to ``engine`` (opened with the engine's settings on first
+    use, then out of its pool), and whether it was opened just now."""
+    readers: weakref.WeakKeyDictionary[Engine, _Reader] | None = getattr(
+        _readers, "by_engine", None)
     if readers is None:
         readers = _readers.by_engine = weakref.WeakKeyDictionary()
-    reader = readers.get(engine)
-    if reader is None:
-        with storage_errors(engine):
-            fairy = engine.raw_connection()
-        reader = fairy.dbapi_connection
+    generation = getattr(engine, "_bastion_disposals", 0)
+    kept = readers.get(engine)
+    if kept is not None:
+        if kept.generation == generation:
+            return kept.conn, False
+        _drop_reader(engine)  # the engine was disposed of since: so are its connections
+    with storage_errors(engine):
+        fairy = engine.raw_connection()
+        conn: Any = fairy.dbapi_connection
         fairy.detach()  # out of the pool's count: the pool opens another when it needs one
-        readers[engine] = reader
-    return reader
+        if engine.dialect.name != "sqlite":
+            conn.rollback()  # the pool's pre-ping may have begun a transaction
+            conn.autocommit = True
+    if not hasattr(engine, "_bastion_disposals"):  # once per engine
+        engine._bastion_disposals = 0  # type: ignore[attr-defined]
+        event.listen(engine, "engine_disposed", _disposed)
+    readers[engine] = _Reader(conn, generation)
+    return conn, True
 
 
 def _drop_reader(engine: Engine) -> None:
     readers = getattr(_readers, "by_engine", None)
-    reader = readers.pop(engine, None) if readers is not None else None
-    if reader is not None:
-        with suppress(Exception):
-            reader.close()
+    kept = readers.pop(engine, None) if readers is not None else None
+    if kept is not None:
+        _close_quietly(kept.conn)
+
+
+def _disposed(engine: Engine) -> None:
+    """``engine.dispose()``: this thread's reader is closed now; other threads' readers
+    when they next read (they open new ones) or end."""
+    engine._bastion_disposals += 1  # type: ignore[attr-defined]
+    _drop_reader(engine)
 
 
 def as_utc(value: Any) -> Any:
