@@ -7,9 +7,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from bastion.engine import scan_paths
     from bastion.findings import Finding, Location, Report, Severity
     from bastion.policy import Policy, load_policy

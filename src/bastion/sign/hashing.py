@@ -18,11 +18,17 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
 
 from bastion.sign.manifest import FILES, SHARDS, LocalFile, Resource, Serialization
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class _Hasher(Protocol):
+        def update(self, data: bytes | memoryview, /) -> object: ...
+        def digest(self) -> bytes: ...
 
 #: Bytes read per call: large enough that each read and hash call amortises its overhead,
 #: small enough to stay in cache (measured; see benchmarks/signing/results.md).
@@ -31,11 +37,6 @@ CHUNK = 1 << 20
 BLAKE3_PARALLEL_MIN = 8 << 20
 #: The most units one model may be cut into (shards of 1 MB over a 1 TB model: a million).
 MAX_UNITS = 4_000_000
-
-
-class _Hasher(Protocol):
-    def update(self, data: bytes | memoryview, /) -> object: ...
-    def digest(self) -> bytes: ...
 
 
 class HashingError(OSError):
@@ -183,7 +184,11 @@ class Hashed:
 
 class Pending:
     """Hashing under way in worker threads: :func:`start_hashing` returns at once, so the
-    caller can load keys and import the signing machinery while the bytes are read."""
+    caller can load keys and import the signing machinery while the bytes are read.
+
+    Each thread takes the next unit (largest first) until none is left. Plain threads, not
+    ``concurrent.futures``: its import (and ``logging``'s) is start-up time spent before
+    the first byte is hashed."""
 
     def __init__(self, files: Sequence[LocalFile], serialization: Serialization,
                  workers: int | None) -> None:
@@ -191,37 +196,51 @@ class Pending:
         self._hash_type = serialization.hash_type
         self._algorithm = serialization.algorithm
         self._stop = threading.Event()
-        self._local = threading.local()
         self._units = plan(files, serialization)
+        self._results: list[Resource | HashingError | None] = [None] * len(self._units)
+        self._next = 0
+        self._lock = threading.Lock()
         workers = min(max(1, workers or default_workers()), max(1, len(self._units)))
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bastion-hash")
-        self._futures: list[Future[Resource | HashingError]] = [
-            self._pool.submit(self._run, u) for u in self._units]
+        self._threads = [threading.Thread(target=self._work, name=f"bastion-hash-{i}",
+                                          daemon=True) for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
 
-    def _run(self, unit: Unit) -> Resource | HashingError:
+    def _work(self) -> None:
+        buffer = bytearray(CHUNK)
+        while True:
+            with self._lock:
+                index = self._next
+                if index >= len(self._units):
+                    return
+                self._next += 1
+            self._results[index] = self._run(self._units[index], buffer)
+
+    def _run(self, unit: Unit, buffer: bytearray) -> Resource | HashingError:
         if self._stop.is_set():
             return HashingError(unit.file.rel, "cancelled")
-        buffer: bytearray | None = getattr(self._local, "buffer", None)
-        if buffer is None:
-            buffer = self._local.buffer = bytearray(CHUNK)
         try:
             digest = hash_unit(unit, self._new, buffer, self._hash_type, self._stop)
         except HashingError as exc:
             return exc
+        except Exception as exc:  # never lose a unit: it is reported, not skipped
+            return HashingError(unit.file.rel, f"hashing failed: {exc}")
         return Resource(unit.file.rel, digest, self._algorithm, unit.start, unit.end)
+
+    def _join(self) -> None:
+        for thread in self._threads:
+            thread.join()
 
     def cancel(self) -> None:
         """Stop: units not started are skipped; the call returns when the threads are done."""
         self._stop.set()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._join()
 
     def result(self) -> Hashed:
         """Wait for every unit; results in manifest order."""
-        try:
-            results = [HashingError(u.file.rel, "cancelled") if f.cancelled() else f.result()
-                       for u, f in zip(self._units, self._futures, strict=True)]
-        finally:
-            self._pool.shutdown(wait=True)
+        self._join()
+        results = [HashingError(u.file.rel, "cancelled") if r is None else r
+                   for u, r in zip(self._units, self._results, strict=True)]
         resources = [r for r in results if isinstance(r, Resource)]
         errors = {e.rel: e for e in results if isinstance(e, HashingError)}
         resources = [r for r in resources if r.path not in errors]

@@ -14,7 +14,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from bastion.errors import UsageError
 from bastion.files import replace_atomic
@@ -35,7 +34,10 @@ from bastion.sign.manifest import (
     walk_model,
 )
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    from typing import Any
+
     from bastion.sign.keys import PrivateKey
     from bastion.sign.verify import Result, Trust, verify_model
 
