@@ -23,7 +23,6 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 from bastion.sign.manifest import (
     FILES,
@@ -301,13 +300,16 @@ def _serialization(raw: dict[str, Any]) -> Serialization:
     return Serialization(method, hash_type, shard_size, allow, normal)
 
 
+_NOT_NAMES = frozenset(("", ".", ".."))
+
+
 def check_path(path: str) -> str:
     """A manifest path must name a file inside the folder: relative, normal, POSIX."""
     if path == ".":
         return path
-    pure = PurePosixPath(path)
-    if (not path or pure.is_absolute() or pure.as_posix() != path
-            or any(p in (".", "..") for p in pure.parts) or "\x00" in path):
+    # String checks, not PurePosixPath (the same verdicts, a tenth of the time: a manifest
+    # has a path a resource). Normal: no empty part (a//b, a/, /a), no "." or "..".
+    if "\x00" in path or any(part in _NOT_NAMES for part in path.split("/")):
         raise ManifestError(f"path {path!r} cannot name a file inside the model folder")
     return path
 
