@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -239,6 +238,8 @@ def _write(path: Path, data: bytes, mode: int, *, exclusive: bool) -> None:
             raise
         os.close(fd)
         return
+    import tempfile  # here: verifying loads keys while it hashes, and never writes one
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # 0600
     try:
         try:
