@@ -239,7 +239,7 @@ def _verify_fast(args: Sequence[str]) -> int | None:
     except ValueError:
         return None
     from bastion.sign.early import start_early
-    from bastion.sign.interface import default_signature
+    from bastion.sign.manifest import default_signature
 
     model, signature = Path(path), _path(values, "signature")
     early = None

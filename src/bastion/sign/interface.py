@@ -21,7 +21,6 @@ from bastion.sign.hashing import Pending, blake3_available, start_hashing
 from bastion.sign.manifest import (
     DEFAULT_IGNORES,
     DEFAULT_SHARD_SIZE,
-    DEFAULT_SIGNATURE_NAME,
     FILES,
     HASH_TYPES,
     SHARDS,
@@ -33,6 +32,7 @@ from bastion.sign.manifest import (
     relative_inside,
     walk_model,
 )
+from bastion.sign.manifest import default_signature as default_signature
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -80,13 +80,6 @@ class Signed:
     signer: str
     seconds: float
     notes: tuple[str, ...] = field(default=())
-
-
-def default_signature(model: Path) -> Path:
-    """``FOLDER/model.sig`` for a folder (model-signing's name), ``FILE.sig`` for a file."""
-    if model.is_dir():
-        return model / DEFAULT_SIGNATURE_NAME
-    return model.with_name(model.name + ".sig")
 
 
 def __getattr__(name: str) -> Any:

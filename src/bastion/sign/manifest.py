@@ -177,6 +177,13 @@ class Walk:
         return any(f.link for f in self.files)
 
 
+def default_signature(model: Path) -> Path:
+    """``FOLDER/model.sig`` for a folder (model-signing's name), ``FILE.sig`` for a file."""
+    if model.is_dir():
+        return model / DEFAULT_SIGNATURE_NAME
+    return model.with_name(model.name + ".sig")
+
+
 def relative_inside(folder: Path, path: Path) -> str | None:
     """``path`` relative to ``folder`` (POSIX separators) when it lies inside that folder,
     links resolved; None when it does not, or when ``folder`` is a file. How a signature
