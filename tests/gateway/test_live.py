@@ -528,9 +528,16 @@ def test_client_leaving_mid_body_is_audited(live: World) -> None:
         == ("deny", 400, "client_disconnected")
 
 
+def test_a_body_with_a_byte_order_mark_is_read(live: World) -> None:
+    body = b"\xef\xbb\xbf" + b'{"inputs": [[0.1, 0.2, 0.3, 0.4]]}'
+    assert live.predict("iris", "p-scores", body).status_code == 200
+
+
 @pytest.mark.parametrize(("body", "says"), [
     (b"not json at all", "not valid JSON"),
     (b'{"inputs": [[0.1, 0.2, 0.3', "not valid JSON"),
+    (b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", "not valid JSON"),  # too deep
+    (b'{"inputs": [[0.1, 0.2, 0.3, 0.4]], "note": "\xff"}', "not valid JSON"),  # not UTF-8
     (b"[[0.1, 0.2, 0.3, 0.4]]", "expected a JSON object"),
     (b'{"rows": [[0.1, 0.2, 0.3, 0.4]]}', "expected a JSON object"),
     (b'{"inputs": [[0.1, 0.2, 0.3]]}', "must have 4"),

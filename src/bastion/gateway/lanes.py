@@ -14,8 +14,10 @@ one has been on its current item for ``stall`` seconds (a slow model or database
 then the queue is not held up behind it), or when the next item is of a kind that spends
 ``heavy`` or more of CPU outside the GIL (an ONNX Runtime model: see :func:`off_gil`) and
 fewer than ``parallel`` threads run: such items gain from running side by side, while
-items that hold the GIL only fight over it (measured: a ~1 ms model went from 0.70x to
-0.81-0.90x of a bare app's throughput, a small model stayed as it was).
+items that hold the GIL only fight over it. ``heavy`` is 0.2 ms: a wake-up costs tens of
+µs, and a ~1 ms model spends ~0.4 ms of its request in ONNX Runtime (at 0.5 ms the rule
+fired on some days of the VM and not on others). Measured: a ~1 ms model went from 0.70x to
+~0.9x of a bare app's throughput, a small model (~30 µs in its runtime) stayed as it was.
 
 Under load a request costs a fraction of a wake-up; idle, the same two as a thread pool.
 And a thread holding finished answers gives them back before it starts an item of a kind
@@ -53,7 +55,7 @@ class Lanes:
     bounds the threads woken for heavy kinds (see the module's notes)."""
 
     def __init__(self, threads: int, *, max_batch: int = 16, stall: float = 0.002,
-                 heavy: float = 0.0005, parallel: int | None = None,
+                 heavy: float = 0.0002, parallel: int | None = None,
                  after_batch: Callable[[], None] | None = None,
                  name: str = "bastion-lane") -> None:
         if threads < 1 or max_batch < 1 or stall <= 0 or heavy <= 0:
