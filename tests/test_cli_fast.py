@@ -235,3 +235,48 @@ def test_verify_fast_path_declines_what_it_does_not_know(signing: tuple[Path, Pa
                  ["verify", str(model), "--key", str(key), "--format", "xml"],
                  ["verify", str(model), "--key", str(key), "--workers", "0"]):
         assert run_fast(args) is None, args
+
+
+def _entry(args: list[str], cwd: Path, **kwargs: object) -> subprocess.Popen[bytes]:
+    """``python -m bastion ARGS``: the program's entry point, which ends fast-path commands
+    with ``os._exit`` (after flushing and running atexit handlers)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    return subprocess.Popen([sys.executable, "-m", "bastion", *args], cwd=cwd, env=base,
+                            **kwargs)  # type: ignore[call-overload]
+
+
+def test_the_entry_point_flushes_everything_before_it_ends(tmp_path: Path) -> None:
+    # Several hundred KB on a pipe: a lost buffer would cut the JSON short.
+    big = tmp_path / "many"
+    big.mkdir()
+    for i in range(300):
+        (big / f"m{i}.pkl").write_bytes((DEMO / "model.pkl").read_bytes())
+    proc = _entry(["scan", str(big), "-q", "-f", "json"], tmp_path,
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1  # findings at the default threshold
+    import json
+
+    report = json.loads(out)
+    assert len({f["location"]["path"] for f in report["findings"]}) == 300
+    assert b"Traceback" not in err
+
+
+def test_a_closed_output_pipe_ends_the_command_quietly(tmp_path: Path) -> None:
+    proc = _entry(["scan", str(DEMO / "model.pkl"), "-q", "-f", "json"], tmp_path,
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.close()  # as `| head -0` would
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2  # the report was not delivered
+    assert err == b""  # not "internal error", not a traceback: nothing to say
+
+
+def test_a_closed_output_pipe_on_a_typer_command_ends_quietly_too(tmp_path: Path) -> None:
+    proc = _entry(["rules", "--format", "json"], tmp_path, stdout=subprocess.PIPE,
+                  stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert b"Traceback" not in err
+    assert b"internal error" not in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,6 +68,18 @@ def write_output(text: str, output: Path | None) -> None:
         sys.stdout.flush()
     else:
         write_atomic(output, text)
+
+
+def output_closed() -> int:
+    """The reader of standard output went away (``bastion scan ... | head``): not a bug, and
+    nothing more to say to anyone. Standard output is pointed at the null device, so the
+    final flush cannot fail again, and the command ends with 2 (its report was not
+    delivered) without a message."""
+    with suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    return EXIT_ERROR
 
 
 def unexpected(exc: Exception) -> tuple[str, str | None]:

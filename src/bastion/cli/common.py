@@ -14,6 +14,7 @@ from bastion.cli.base import (
     EXIT_OK,
     emit,
     exit_code,
+    output_closed,
     progress_reporter,
     resolve_policy,
     stderr_console,
@@ -59,6 +60,8 @@ def guarded() -> Iterator[None]:
     except KeyboardInterrupt:
         stderr_console().print("interrupted", style="bold red")
         raise typer.Exit(130) from None
+    except BrokenPipeError:
+        raise typer.Exit(output_closed()) from None
     except Exception as exc:  # unanticipated: a missing extra, or a bug said plainly
         fail(*unexpected(exc))
 

@@ -147,6 +147,10 @@ def _guarded(work: Callable[[], int]) -> int:
         return _error(exc.message, exc.hint)
     except KeyboardInterrupt:
         return _error("interrupted", None, 130)
+    except BrokenPipeError:
+        from bastion.cli.base import output_closed
+
+        return output_closed()
     except Exception as exc:  # unanticipated: a missing extra, or a bug said plainly
         from bastion.cli.base import unexpected
 
