@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from contextlib import suppress
 from typing import Any, TypeVar
+
+from bastion.cpus import usable_cpus
 
 T = TypeVar("T")
 
@@ -65,7 +66,7 @@ class Lanes:
         self.max_batch = max_batch
         self.stall = stall
         self.heavy = heavy
-        self.parallel = max(1, parallel if parallel is not None else _cpus())
+        self.parallel = max(1, parallel if parallel is not None else usable_cpus())
         self.after_batch = after_batch
         self.name = name
         self._queue: deque[_Item] = deque()
@@ -222,13 +223,6 @@ def off_gil(fn: Callable[..., T], *args: Any) -> T:
 
 
 _local = threading.local()
-
-
-def _cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _call(fn: Callable[[], Any], future: asyncio.Future[Any]) -> _Done:
