@@ -75,7 +75,7 @@ def output_closed() -> int:
     nothing more to say to anyone. Standard output is pointed at the null device, so the
     final flush cannot fail again, and the command ends with 2 (its report was not
     delivered) without a message."""
-    with suppress(OSError, ValueError):
+    with suppress(OSError, ValueError, AttributeError):  # (no standard output at all)
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, sys.stdout.fileno())
         os.close(null)
