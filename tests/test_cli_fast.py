@@ -237,6 +237,38 @@ def test_verify_fast_path_declines_what_it_does_not_know(signing: tuple[Path, Pa
         assert run_fast(args) is None, args
 
 
+def test_verify_hashes_before_pathlib_dataclasses_and_keys_are_imported(
+        signing: tuple[Path, Path], tmp_path: Path) -> None:
+    # Everything the main thread runs before the hashing threads start is wall time lost,
+    # and everything after it competes with them: the verify fast path starts hashing with
+    # only the cheapest modules loaded (see bastion.sign.manifest), and ends verified.
+    model, key = signing
+    sig = tmp_path / "model.sig"
+    done = _run(["sign", str(model), "--key", str(key), "-o", str(sig), "-q"], tmp_path,
+                fast=True)
+    assert done.returncode == 0, done.stderr
+    heavy = ("pathlib", "dataclasses", "inspect", "cryptography", "bastion.findings",
+             "bastion.policy", "typer", "rich")
+    probe = ("import sys\n"
+             "from bastion.sign import hashing\n"
+             "seen = {}\n"
+             "original = hashing.Pending.__init__\n"
+             "def spy(self, *a, **k):\n"
+             f"    seen.update({{m: m in sys.modules for m in {heavy!r}}})\n"
+             "    seen['interval'] = sys.getswitchinterval()\n"
+             "    original(self, *a, **k)\n"
+             "hashing.Pending.__init__ = spy\n"
+             "from bastion.cli.fast import run_fast\n"
+             f"rc = run_fast(['verify', {str(model)!r}, '-s', {str(sig)!r}, '--key', "
+             f"{str(key.with_suffix('.pub'))!r}, '-q', '-f', 'json', '-o', "
+             f"{str(tmp_path / 'out.json')!r}])\n"
+             "print(rc, sorted(m for m in seen if seen[m] is True), seen['interval'] < 1e-3)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.split() == ["0", "[]", "True"], (done.stdout, done.stderr)
+    assert '"SIGN-VERIFIED"' in (tmp_path / "out.json").read_text()
+
+
 def _entry(args: list[str], cwd: Path, **kwargs: object) -> subprocess.Popen[bytes]:
     """``python -m bastion ARGS``: the program's entry point, which ends fast-path commands
     with ``os._exit`` (after flushing and running atexit handlers)."""

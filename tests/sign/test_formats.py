@@ -21,6 +21,7 @@ from bastion.sign.formats import (
     root_digest,
     sniff,
     statement,
+    statement_serialization,
 )
 from bastion.sign.manifest import SHARDS, Manifest, ManifestError, Resource, Serialization
 
@@ -63,6 +64,21 @@ def test_statement_round_trips_and_sorts_resources() -> None:
     assert parsed.sizes == {"a.txt": 5, "b/w.bin": 1000, "empty": 0}
     assert parsed.by_path()["empty"] == ()
     assert parsed.serialization.ignore_paths == (".git", "model.sig")
+
+
+def test_statement_serialization_reads_the_settings_alone() -> None:
+    # What the verify fast path starts hashing from: the same settings parse_statement
+    # finds, without parsing (or trusting) the resources, and the same refusals.
+    data = body()
+    assert statement_serialization(encoded(data)) == parse_statement(encoded(data)).serialization
+    data["predicate"]["resources"] = "not even a list"
+    assert statement_serialization(encoded(data)).shard_size == 1000
+    data["predicate"]["serialization"]["method"] = "zip"
+    with pytest.raises(UnsupportedError):
+        statement_serialization(encoded(data))
+    for broken in (b"[]", b"{}", b'{"predicate": {"serialization": 1}}', b"\xff"):
+        with pytest.raises(ManifestError):
+            statement_serialization(broken)
 
 
 def test_float_shard_size_from_model_signing_is_accepted() -> None:

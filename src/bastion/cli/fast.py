@@ -20,11 +20,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from bastion.findings import Severity
     from bastion.report import Format
 
@@ -133,6 +134,8 @@ def _reporting(values: dict[str, str], flags: set[str]) -> tuple[Format, Severit
 
 
 def _path(values: dict[str, str], key: str) -> Path | None:
+    from pathlib import Path  # imported here: ``bastion verify`` starts hashing before it
+
     return Path(values[key]) if key in values else None
 
 
@@ -205,10 +208,14 @@ def _sign_fast(args: Sequence[str]) -> int | None:
         workers = _positive(values.get("workers"))
     except ValueError:
         return None
+    from pathlib import Path
+
     from bastion.cli.signing import password_from_env, signed_lines
+    from bastion.sign.hashing import favour_hashing
     from bastion.sign.interface import Options, sign_model
 
     def work() -> int:
+        favour_hashing()
         default = Options()
         options = Options(values.get("method", default.method),
                           values.get("hash", default.hash_type),
@@ -243,12 +250,14 @@ def _verify_fast(args: Sequence[str]) -> int | None:
     except ValueError:
         return None
     from bastion.sign.early import start_early
-    from bastion.sign.manifest import default_signature
+    from bastion.sign.hashing import favour_hashing
+    from bastion.sign.manifest import default_signature_name
 
-    model, signature = Path(path), _path(values, "signature")
     early = None
-    if os.path.lexists(model) and (signature is None or signature.is_file()):
-        early = start_early(model, signature or default_signature(model), workers)
+    given = values.get("signature")
+    if os.path.lexists(path) and (given is None or os.path.isfile(given)):
+        favour_hashing()
+        early = start_early(path, given or default_signature_name(path), workers)
     try:
         reporting = _reporting(values, flags)
         if reporting is None:
@@ -256,9 +265,12 @@ def _verify_fast(args: Sequence[str]) -> int | None:
         fmt, fail_on, quiet = reporting
 
         def work() -> int:
+            from pathlib import Path
+
             from bastion.cli.base import emit, exit_code, resolve_policy
             from bastion.cli.signing import trust_from_options, verify_report
 
+            model, signature = Path(path), _path(values, "signature")
             policy, source = resolve_policy(_path(values, "policy"), fail_on)
             trust = trust_from_options(lists["key"], [Path(c) for c in lists["cert_chain"]],
                                        values.get("identity"), False, None, False, policy)

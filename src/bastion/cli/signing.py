@@ -80,7 +80,7 @@ def verify_report(path: Path, signature: Path | None, trust: Trust, policy: Poli
     from bastion.findings import Location, Report, ScanStats
     from bastion.policy import apply_policy
     from bastion.sign import rules
-    from bastion.sign.interface import default_signature
+    from bastion.sign.manifest import default_signature
     from bastion.sign.verify import verify_model
 
     started, clock = datetime.now(UTC), time.perf_counter()

@@ -4,35 +4,44 @@ Verifying a model is hashing-bound, and loading keys and the verifier's code tak
 milliseconds. :func:`start_early` reads the signature's own (not yet verified) hashing
 settings and starts hashing at once; :func:`bastion.sign.verify.verify_model` uses that work
 only if the signature then verifies and names exactly those settings, and cancels it
-otherwise. This module imports nothing heavy (no ``cryptography``, no findings).
+otherwise. This module and those it imports load nothing heavy: no ``cryptography``, no
+findings, not even ``pathlib`` or ``dataclasses`` (see :mod:`bastion.sign.manifest`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+import os
+from typing import NamedTuple
 
-from bastion.sign.formats import MAX_BUNDLE_SIZE, parse_bundle, parse_statement
+from bastion.sign.formats import MAX_BUNDLE_SIZE, parse_bundle, statement_serialization
 from bastion.sign.hashing import Pending, start_hashing
 from bastion.sign.manifest import LocalFile, Serialization, Walk, relative_inside, walk_model
 
 
-def read_signature(path: Path) -> bytes:
+def read_signature(path: str | os.PathLike[str]) -> bytes:
     """The signature file's bytes, refusing one too large to be a signature."""
-    with path.open("rb") as handle:
+    with open(path, "rb") as handle:
         data = handle.read(MAX_BUNDLE_SIZE + 1)
     return data
 
 
-@dataclass
-class Early:
+class Hashing(NamedTuple):
+    """A walk and the hashing of what it found, under way."""
+
+    walk: Walk
+    files: list[LocalFile]
+    pending: Pending
+
+
+class Early(NamedTuple):
     """Hashing started from a signature's own (not yet verified) settings, so it runs while
     the keys and the verifier's code load. Hashing is all it does: nothing it computes is
-    trusted until the signature verifies and names these very settings."""
+    trusted until the signature verifies and names these very settings. ``model`` and
+    ``signature`` are the paths as given (compare them as ``Path`` objects)."""
 
     data: bytes
-    model: Path
-    signature: Path
+    model: str | os.PathLike[str]
+    signature: str | os.PathLike[str]
     serialization: Serialization
     hashing: Hashing
 
@@ -41,28 +50,21 @@ class Early:
         self.hashing.pending.cancel()
 
 
-def start_early(model: Path, signature: Path, workers: int | None = None) -> Early | None:
+def start_early(model: str | os.PathLike[str], signature: str | os.PathLike[str],
+                workers: int | None = None) -> Early | None:
     """Read ``signature`` and start hashing ``model`` as it says; None when anything is off
     (the full verification then finds and reports it)."""
     try:
         data = read_signature(signature)
-        manifest = parse_statement(parse_bundle(data).payload)
-        serialization = manifest.serialization
+        serialization = statement_serialization(parse_bundle(data).payload)
         return Early(data, model, signature, serialization,
                      start_hashing_as(model, signature, serialization, workers))
     except Exception:  # any problem at all is for the verification proper to report
         return None
 
 
-@dataclass
-class Hashing:
-    walk: Walk
-    files: list[LocalFile]
-    pending: Pending
-
-
-def start_hashing_as(model: Path, signature: Path, serialization: Serialization,
-                     workers: int | None) -> Hashing:
+def start_hashing_as(model: str | os.PathLike[str], signature: str | os.PathLike[str],
+                     serialization: Serialization, workers: int | None) -> Hashing:
     """Walk the model as the signature says and start hashing what it may cover."""
     ignores = list(serialization.ignore_paths)
     own = relative_inside(model, signature)

@@ -22,7 +22,7 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 from bastion.sign.manifest import (
     FILES,
@@ -36,7 +36,6 @@ from bastion.sign.manifest import (
     parse_resource_name,
 )
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from typing import Any
 
@@ -62,8 +61,7 @@ class UnsupportedError(ValueError):
     """A well-formed signature of a kind Bastion does not check (here)."""
 
 
-@dataclass(frozen=True)
-class Bundle:
+class Bundle(NamedTuple):
     """What a signature file holds, decoded but not yet verified."""
 
     payload: bytes
@@ -272,6 +270,15 @@ def parse_statement(payload: bytes) -> Manifest:
                             "resource list was edited)")
     sizes = _sizes(predicate.get(EXTENSION), resources, serialization)
     return Manifest(name, serialization, resources, sizes)
+
+
+def statement_serialization(payload: bytes) -> Serialization:
+    """Only the hashing settings a payload names, unchecked otherwise (no resource is
+    parsed): what :func:`bastion.sign.early.start_early` needs to start hashing. Nothing
+    is trusted from it until :func:`parse_statement` has read the verified payload whole."""
+    body = load_json(payload, "signed payload", ManifestError)
+    predicate = _get(body, "predicate", dict, "statement", ManifestError)
+    return _serialization(_get(predicate, "serialization", dict, "predicate", ManifestError))
 
 
 def _serialization(raw: dict[str, Any]) -> Serialization:

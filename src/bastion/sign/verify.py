@@ -87,7 +87,7 @@ def verify_model(model: Path, signature: Path, trust: Trust, *, folder: str | No
     ``early``: hashing :func:`bastion.sign.early.start_early` began before the keys were
     loaded; used when the verified manifest asks for exactly that hashing, else cancelled.
     """
-    if early is not None and (early.signature != signature or early.model != model):
+    if early is not None and (Path(early.signature) != signature or Path(early.model) != model):
         early.cancel()  # started for another pair: of no use here
         early = None
     if early is not None:
@@ -272,7 +272,7 @@ def _file_beside(folder: Path, manifest: Manifest, where: Where) -> tuple[Path, 
 def _check_folder(model: Path, signature: Path, manifest: Manifest, where: Where,
                   workers: int | None, early: Early | None = None) -> list[Finding]:
     serialization = manifest.serialization
-    if (early is not None and early.model == model
+    if (early is not None and Path(early.model) == model
             and early.serialization == serialization):
         started = early.hashing
     else:
