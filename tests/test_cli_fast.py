@@ -153,15 +153,16 @@ def test_sign_fast_path_declines_what_it_does_not_know(signing: tuple[Path, Path
 
 def test_sign_hashes_before_the_signing_code_is_imported(signing: tuple[Path, Path],
                                                          tmp_path: Path) -> None:
-    """The fast path of `bastion sign` has not imported Typer, Rich or cryptography when the
-    hashing threads start: the start-up overlaps the hashing."""
+    """The fast path of `bastion sign` has not imported Typer, Rich, cryptography, pathlib or
+    dataclasses when the hashing threads start: the start-up overlaps the hashing."""
     model, key = signing
     probe = ("import sys, threading\n"
              "from bastion.sign import hashing\n"
              "seen = {}\n"
              "original = hashing.Pending.__init__\n"
              "def spy(self, *a, **k):\n"
-             "    seen.update({m: m in sys.modules for m in ('typer', 'rich', 'cryptography')})\n"
+             "    seen.update({m: m in sys.modules for m in ('typer', 'rich', 'cryptography',\n"
+             "                                               'pathlib', 'dataclasses')})\n"
              "    original(self, *a, **k)\n"
              "hashing.Pending.__init__ = spy\n"
              "from bastion.cli.fast import run_fast\n"
@@ -169,7 +170,7 @@ def test_sign_hashes_before_the_signing_code_is_imported(signing: tuple[Path, Pa
              "print(rc, sorted(m for m, loaded in seen.items() if loaded), len(seen))\n")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           timeout=60)
-    assert done.stdout.split() == ["0", "[]", "3"], (done.stdout, done.stderr)
+    assert done.stdout.split() == ["0", "[]", "5"], (done.stdout, done.stderr)
     assert (model / "model.sig").is_file()
 
 

@@ -208,8 +208,6 @@ def _sign_fast(args: Sequence[str]) -> int | None:
         workers = _positive(values.get("workers"))
     except ValueError:
         return None
-    from pathlib import Path
-
     from bastion.cli.signing import password_from_env, signed_lines
     from bastion.sign.hashing import favour_hashing
     from bastion.sign.interface import Options, sign_model
@@ -221,7 +219,7 @@ def _sign_fast(args: Sequence[str]) -> int | None:
                           values.get("hash", default.hash_type),
                           shard_size or default.shard_size, tuple(lists["ignore"]),
                           "include-git" not in flags, workers)
-        done = sign_model(Path(path), Path(values["key"]), output=_path(values, "output"),
+        done = sign_model(path, values["key"], output=values.get("output"),
                           password=password_from_env(values.get("password_env")),
                           options=options)
         if not quiet:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from bastion.errors import UsageError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pathlib too: the sign fast path imports this before hashing starts
+    from pathlib import Path
+
     from bastion.findings import Report
     from bastion.policy import Policy
     from bastion.sign.early import Early

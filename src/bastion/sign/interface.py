@@ -5,6 +5,10 @@ its DSSE encoding with an ECDSA or Ed25519 key (optionally with an X.509 chain) 
 the Sigstore bundle atomically. It refuses, with a clear error, anything a signature cannot
 honestly cover. ``verify_model`` (in :mod:`bastion.sign.verify`) turns every problem into a
 finding. Both read nothing but the model's bytes: no model is ever loaded.
+
+Like :mod:`bastion.sign.manifest`, this module is loaded before ``bastion sign`` starts
+hashing: no ``pathlib`` or ``dataclasses`` at run time (named tuples, and ``os.path`` on the
+paths given until the hashing threads run).
 """
 
 from __future__ import annotations
@@ -12,8 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from bastion.errors import UsageError
 from bastion.files import replace_atomic
@@ -27,6 +30,7 @@ from bastion.sign.manifest import (
     Manifest,
     ManifestError,
     Serialization,
+    default_signature_name,
     model_name,
     normalise_ignore,
     relative_inside,
@@ -34,8 +38,8 @@ from bastion.sign.manifest import (
 )
 from bastion.sign.manifest import default_signature as default_signature
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
     from bastion.sign.keys import PrivateKey
@@ -46,8 +50,7 @@ __all__ = ["Options", "Result", "Signed", "Trust", "build_manifest", "default_si
            "sign_model", "verify_model"]
 
 
-@dataclass(frozen=True)
-class Options:
+class Options(NamedTuple):
     """How to hash: the method, the hash, the shard size, what to ignore, how many threads."""
 
     method: str = SHARDS
@@ -69,8 +72,7 @@ class Options:
                              hint="pip install 'bastion-mlsec[sign]'")
 
 
-@dataclass(frozen=True)
-class Signed:
+class Signed(NamedTuple):
     """What ``sign_model`` did."""
 
     signature: Path
@@ -79,7 +81,7 @@ class Signed:
     bytes: int
     signer: str
     seconds: float
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
 
 def __getattr__(name: str) -> Any:
@@ -97,13 +99,14 @@ def build_manifest(model: Path, signature: Path, options: Options = Options()) -
     return _start_manifest(model, signature, options)()
 
 
-def _start_manifest(model: Path, signature: Path,
+def _start_manifest(model: str | os.PathLike[str], signature: str | os.PathLike[str],
                     options: Options) -> _Manifesting:
     """Walk the model and start hashing it; calling the result waits for the manifest."""
     options.check()
     if not os.path.lexists(model):
-        raise UsageError(f"path not found: {model}")
-    ignores: list[str] = list(DEFAULT_IGNORES) if options.ignore_git and model.is_dir() else []
+        raise UsageError(f"path not found: {_shown(model)}")
+    folder = os.path.isdir(model)
+    ignores: list[str] = list(DEFAULT_IGNORES) if options.ignore_git and folder else []
     try:
         ignores.extend(normalise_ignore(p) for p in options.ignore)
     except ManifestError as exc:
@@ -115,55 +118,61 @@ def _start_manifest(model: Path, signature: Path,
     try:
         walk = walk_model(model, ignores)
     except (OSError, ManifestError) as exc:
-        raise UsageError(f"cannot read {model}: {getattr(exc, 'strerror', None) or exc}") \
+        raise UsageError(f"cannot read {_shown(model)}: {getattr(exc, 'strerror', None) or exc}") \
             from None
     if walk.problems:
         shown = "; ".join(f"{p.rel}: {p.reason}" for p in walk.problems[:5])
         more = f" (and {len(walk.problems) - 5} more)" if len(walk.problems) > 5 else ""
-        raise UsageError(f"cannot sign {model}: {shown}{more}",
+        raise UsageError(f"cannot sign {_shown(model)}: {shown}{more}",
                          hint="replace links that leave the folder with the files themselves, "
                               "or --ignore those paths")
     if not walk.files:
-        raise UsageError(f"nothing to sign: {model} holds no files (after ignores)")
+        raise UsageError(f"nothing to sign: {_shown(model)} holds no files (after ignores)")
     serialization = Serialization(
         options.method, options.hash_type,
         options.shard_size if options.method == SHARDS else None,
-        walk.has_links, tuple(ignores) if model.is_dir() else ())
+        walk.has_links, tuple(ignores) if folder else ())
     pending = start_hashing(walk.files, serialization, options.workers)
     return _Manifesting(model, serialization, pending, {f.rel: f.size for f in walk.files})
 
 
-@dataclass
-class _Manifesting:
+class _Manifesting(NamedTuple):
     """A manifest whose files are being hashed."""
 
-    model: Path
+    model: str | os.PathLike[str]
     serialization: Serialization
     pending: Pending
     sizes: dict[str, int]
 
     def __call__(self) -> Manifest:
+        from pathlib import Path
+
         hashed = self.pending.result()
         if hashed.errors:
-            raise UsageError(f"cannot sign {self.model}: "
+            raise UsageError(f"cannot sign {_shown(self.model)}: "
                              + "; ".join(str(e) for e in hashed.errors[:5]))
-        return Manifest(model_name(self.model), self.serialization, tuple(hashed.resources),
-                        self.sizes)
+        return Manifest(model_name(Path(self.model)), self.serialization,
+                        tuple(hashed.resources), self.sizes)
 
 
-def sign_model(model: Path, key: Path, *, output: Path | None = None,
+def sign_model(model: str | os.PathLike[str], key: str | os.PathLike[str], *,
+               output: str | os.PathLike[str] | None = None,
                certificate: Path | None = None, chain: Sequence[Path] = (),
                password: bytes | None = None, options: Options = Options()) -> Signed:
     """Sign ``model`` (a folder or a file) with a private key; write the bundle to ``output``."""
     clock = time.perf_counter()
-    output = output or default_signature(model)
-    _check_output(output)
+    target = (os.fspath(output) if output is not None
+              else default_signature_name(os.fspath(model)))
+    _check_output(target)
     if chain and certificate is None:
         raise UsageError("--cert-chain needs --cert (the signing certificate)")
     # Hashing is nearly all the work; it starts first, and the key, its certificates and
     # the code that writes the bundle (cryptography's import alone is tens of milliseconds)
     # are loaded meanwhile. A key that does not load stops the hashing.
-    manifesting = _start_manifest(model, output, options)
+    manifesting = _start_manifest(model, target, options)
+    from pathlib import Path
+
+    key, signed = Path(key), Path(target)
     try:
         private, certificates = _load_signer(key, password, certificate, chain)
     except BaseException:
@@ -177,7 +186,7 @@ def sign_model(model: Path, key: Path, *, output: Path | None = None,
     signature = sign_bytes(private, pae(payload))
     hint = key_hint(private.public_key())
     bundle = encode_bundle(payload, signature, key_hint=hint, certificates=certificates)
-    replace_atomic(output, bundle)
+    replace_atomic(signed, bundle)
     signer = f"{describe(private)} key {key} (hint {hint[:16]}…)"
     if certificates:
         signer += " with its certificate chain"
@@ -185,7 +194,7 @@ def sign_model(model: Path, key: Path, *, output: Path | None = None,
     if describe(private) == "Ed25519":
         notes = ("Ed25519 signatures verify with Bastion; model-signing accepts ECDSA keys "
                  "only",)
-    return Signed(output, manifest, len(manifest.sizes or {}), sum((manifest.sizes or {})
+    return Signed(signed, manifest, len(manifest.sizes or {}), sum((manifest.sizes or {})
                   .values()), signer, time.perf_counter() - clock, notes)
 
 
@@ -203,8 +212,16 @@ def _load_signer(key: Path, password: bytes | None, certificate: Path | None,
     return private, certificates
 
 
-def _check_output(output: Path) -> None:
-    if output.is_dir():
-        raise UsageError(f"--output {output} is a folder")
-    if not output.parent.is_dir():
-        raise UsageError(f"--output {output}: folder {output.parent} does not exist")
+def _check_output(output: str) -> None:
+    if os.path.isdir(output):
+        raise UsageError(f"--output {_shown(output)} is a folder")
+    parent = os.path.dirname(output.rstrip("/" + os.sep) or output) or os.curdir
+    if not os.path.isdir(parent):
+        raise UsageError(f"--output {_shown(output)}: folder {_shown(parent)} does not exist")
+
+
+def _shown(path: str | os.PathLike[str]) -> str:
+    """A path as the Typer command (which has a ``Path``) shows it."""
+    from pathlib import Path
+
+    return str(Path(path))
