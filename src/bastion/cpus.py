@@ -1,5 +1,5 @@
-"""How many CPUs this process may use: the worker counts of hashing and of the gateway's
-lanes start from it."""
+"""How many CPUs this process may use: the worker counts of hashing, of the gateway's
+lanes and of ``bastion scan --jobs 0`` start from it."""
 
 from __future__ import annotations
 

@@ -16,7 +16,6 @@ checks (required signatures) run every time, over every file, cached or not.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -80,7 +79,9 @@ def scan(
     if jobs < 0:
         raise UsageError(f"--jobs {jobs}: expected 0 (one per CPU) or more")
     if jobs == 0:
-        jobs = os.cpu_count() or 1
+        from bastion.cpus import usable_cpus
+
+        jobs = usable_cpus()  # the CPUs this process may run on, not the host's
     notes: list[str] = []
     inputs: list[WalkItem] = []
     roots = [str(p) for p in paths]
