@@ -162,6 +162,28 @@ def test_file_growing_during_hashing_is_an_error(model: Path) -> None:
     assert [e.rel for e in hashed.errors] == ["config.json"]
 
 
+def test_large_blake3_file_is_read_not_mapped(tmp_path: Path) -> None:
+    # A large BLAKE3 file is hashed on BLAKE3's own threads from reads: the digest is
+    # blake3's over the bytes, and a file that shrinks after the walk is an error. (Memory-
+    # mapped, a file truncated during the hash kills the process with SIGBUS, and one that
+    # shrank before it was silently hashed at its new length.)
+    blake3 = pytest.importorskip("blake3").blake3
+    from bastion.sign.hashing import BLAKE3_PARALLEL_MIN, BLAKE3_READ
+
+    data = os.urandom(BLAKE3_PARALLEL_MIN + BLAKE3_READ + 12345)
+    (tmp_path / "big.bin").write_bytes(data)
+    (tmp_path / "small.bin").write_bytes(data[:1000])
+    files = walk_model(tmp_path).files
+    hashed = hash_files(files, Serialization(FILES, "blake3", None), 2)
+    assert not hashed.errors
+    assert {r.path: r.digest for r in hashed.resources} == {
+        "big.bin": blake3(data).digest(), "small.bin": blake3(data[:1000]).digest()}
+    os.truncate(tmp_path / "big.bin", BLAKE3_PARALLEL_MIN)
+    hashed = hash_files(files, Serialization(FILES, "blake3", None), 2)
+    assert [(e.rel, e.reason) for e in hashed.errors] == [
+        ("big.bin", "file shrank while it was hashed")]
+
+
 def test_nothing_to_sign_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="nothing to sign"):
