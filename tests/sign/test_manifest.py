@@ -290,15 +290,19 @@ def test_ignore_entries_normalise_as_pure_posix_paths_do() -> None:
     assert checked > 30_000
 
 
-def test_default_signature_name_is_default_signature(tmp_path: Path) -> None:
+def test_default_signature_is_model_sig_in_a_folder_and_file_sig_beside_a_file(
+        tmp_path: Path) -> None:
     from bastion.sign.manifest import default_signature, default_signature_name
 
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "w.bin").write_bytes(b"x")
-    for given in (folder, folder / "w.bin", folder / "." / "w.bin"):
+    cases = ((folder, folder / "model.sig"), (folder / "w.bin", folder / "w.bin.sig"),
+             (folder / "." / "w.bin", folder / "w.bin.sig"))
+    for given, expected in cases:
+        assert default_signature(given) == expected
         for text in (str(given), str(given) + ("/" if given.is_dir() else "")):
-            assert Path(default_signature_name(text)) == default_signature(Path(text)), text
+            assert Path(default_signature_name(text)) == expected, text
 
 
 def test_read_buffer_is_page_aligned_and_writable() -> None:

@@ -191,9 +191,9 @@ def default_signature_name(model: str) -> str:
 
 def default_signature(model: Path) -> Path:
     """:func:`default_signature_name` as a ``Path``."""
-    if model.is_dir():
-        return model / DEFAULT_SIGNATURE_NAME
-    return model.with_name(model.name + ".sig")
+    from pathlib import Path
+
+    return Path(default_signature_name(os.fspath(model)))
 
 
 def relative_inside(folder: str | os.PathLike[str], path: str | os.PathLike[str]) -> str | None:
