@@ -4,8 +4,8 @@ The work is cut into units (a whole file, or one shard of it), largest first so 
 unit to finish is a small one, and handed to a pool of threads: ``hashlib`` and ``blake3``
 release the GIL while they hash and the kernel while it reads, so threads scale like
 processes without copying data between them. Each thread reads into one reusable, page-aligned
-buffer (:data:`CHUNK` bytes; see :func:`bastion.files.aligned_buffer`), so memory is
-``workers × CHUNK`` whatever the model's size.
+buffer (:data:`CHUNK` bytes; see :func:`bastion.files.aligned_buffer`; a large BLAKE3 file
+:data:`BLAKE3_READ`), so memory is bounded by the thread count whatever the model's size.
 
 SHA-256 cannot hash one stream in parallel, so a large file in the ``files`` method is one
 unit; the ``shards`` method (the default) cuts it into shards that hash side by side. BLAKE3
