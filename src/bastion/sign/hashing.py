@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
@@ -76,8 +77,6 @@ def favour_hashing() -> None:
     two cores). A process-wide setting, so only the command line calls it, never a library
     function that a long-running process (the gateway) might call.
     """
-    import sys
-
     sys.setswitchinterval(HASHING_SWITCH_INTERVAL)
 
 

@@ -141,7 +141,7 @@ def normalise_ignore(path: str) -> str:
     """An ignore entry as model-signing writes it: relative POSIX, no ``.``/``..`` parts
     (``PurePosixPath``'s reading of it: repeated slashes and ``.`` parts dropped)."""
     text = path.replace("\\", "/")
-    parts = [p for p in text.split("/") if p not in ("", ".")]
+    parts = _parts(text)
     if text.startswith("/") or not parts or ".." in parts:
         raise ManifestError(f"ignore path {path!r} must be a relative path inside the folder")
     return "/".join(parts)
