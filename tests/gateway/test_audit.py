@@ -369,3 +369,51 @@ def test_writer_flush_commits_all_queued_in_batches(engine: Engine) -> None:
     report = audit.verify(engine)
     assert report.ok, report
     assert report.entries == 5
+
+
+# -- the hashed text, written from a template: the encoder's bytes, whatever the values -------
+
+_ODD = ["", "plain", 'quote " and \\ backslash', "tab\tnew\nline\r", "\x01\x1f\x7f",
+        "é ü 中文 🙂", "\u2028\u2029", "</script>", "{}[]:,", "x" * 600]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_chain_hash_text_is_the_canonical_json(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    data = {name: rng.choice(_ODD) + "".join(chr(rng.randrange(1, 0x3000))
+                                            for _ in range(rng.randrange(4)))
+            for name in audit._FIELDS}
+    data["status"] = rng.choice([0, 200, 429, 999])
+    data["latency_ms"] = rng.choice([0.0, 1.25, 1e-07, 1e16, 123456.789, 5e-324, 0.1 + 0.2])
+    seq = rng.choice([1, 2, 10**12])
+    expected = audit.canonical_json({"seq": seq, **data})
+    assert audit._canonical_entry(seq, data, data["status"], data["latency_ms"]) == expected
+    prev = "ab" * 32
+    import hashlib
+
+    assert audit.chain_hash(prev, seq, data) == hashlib.sha256(
+        prev.encode() + b"\n" + expected).hexdigest()
+
+
+def test_chain_hash_of_a_row_with_a_null_falls_back() -> None:
+    data = _entry().to_dict()
+    data["reason"] = None  # a row read back from a tampered database
+    import hashlib
+
+    expected = hashlib.sha256(b"0" * 64 + b"\n" + audit.canonical_json(
+        {"seq": 3, **data})).hexdigest()
+    assert audit.chain_hash("0" * 64, 3, data) == expected
+    with pytest.raises(ValueError, match="Out of range"):
+        audit.chain_hash("0" * 64, 3, {**data, "latency_ms": float("nan")})
+
+
+@pytest.mark.parametrize("text", [*_ODD, "nul\x00here", "\ud800 alone", "a" * 257, "ok"])
+def test_entry_strings_are_clipped_and_sanitized_as_before(text: str) -> None:
+    """The entry's quick check (ASCII, no NUL, within the limits) must let through only
+    what the full sanitizing would leave as it is."""
+    entry = _entry(principal=text, model=text, output_summary=text, client=text)
+    for name in ("principal", "model", "output_summary", "client"):
+        assert getattr(entry, name) == audit._text(text, audit._LIMITS[name])
+    entry.to_dict()["principal"].encode("utf-8")  # always writable: no error

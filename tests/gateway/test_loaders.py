@@ -18,11 +18,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bastion.gateway import loaders
 from bastion.gateway.loaders import (
     LoaderError,
     Prediction,
     _trustable,
+    from_outputs,
     load_predictor,
+    probabilities,
     shape_output,
 )
 from bastion.gateway.principals import Permission
@@ -522,3 +525,59 @@ def test_end_to_end_schema_then_model(tmp_path: Path, logreg: Any) -> None:
                        top_k=1)
     assert out["labels"] == [0, 2]
     assert [row[0]["label"] for row in out["top_k"]] == [0, 2]
+
+
+# -- small outputs in plain Python: the same answers as the NumPy path -----------------------
+
+def _numpy_probabilities(raw: np.ndarray) -> np.ndarray:
+    """The NumPy path of :func:`probabilities`, whatever the size."""
+    small, loaders._SMALL = loaders._SMALL, -1
+    try:
+        return probabilities(raw)
+    finally:
+        loaders._SMALL = small
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_small_outputs_match_the_numpy_path(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    batch, classes = int(rng.integers(1, 5)), int(rng.integers(2, 12))  # (1: labels)
+    kind = seed % 4
+    if kind == 0:  # logits, float32 as ONNX Runtime gives them
+        raw = rng.normal(scale=20, size=(batch, classes)).astype(np.float32)
+    elif kind == 1:  # probabilities already
+        raw = rng.random((batch, classes))
+        raw /= raw.sum(axis=1, keepdims=True)
+    elif kind == 2:  # integer scores
+        raw = rng.integers(-50, 50, size=(batch, classes))
+    else:  # one row of probabilities, one of logits: softmax for all, as NumPy does
+        raw = np.vstack([np.full(classes, 1 / classes), rng.normal(size=classes) + 2])
+    assert raw.size <= loaders._SMALL
+    expected = _numpy_probabilities(raw)
+    got = probabilities(raw)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
+    prediction = from_outputs(raw)
+    assert prediction.labels == expected.argmax(axis=1).tolist()  # ties: the first, as NumPy
+    np.testing.assert_allclose(prediction.scores, expected, rtol=1e-12, atol=1e-15)
+
+
+def test_small_and_large_outputs_refuse_nan_and_infinity() -> None:
+    for size in (3, loaders._SMALL + 1):
+        for bad in (np.nan, np.inf, -np.inf):
+            raw = np.zeros((1, size))
+            raw[0, size - 1] = bad
+            with pytest.raises(LoaderError, match="NaN or infinite"):
+                probabilities(raw)
+            with pytest.raises(LoaderError, match="NaN or infinite"):
+                from_outputs(raw)
+
+
+def test_rounding_is_exact_and_plain() -> None:
+    """Python's round: 0.125 -> 0.12 (half to even, exactly), 2.675 -> 2.67 (the double
+    below it); plain floats whose repr is the rounded decimal."""
+    pred = Prediction(labels=[0], scores=np.array([[0.125, 2.675, 1 / 3]]), classes=[0, 1, 2])
+    scores = shape_output(pred, SCORES, precision=2)["scores"]
+    assert scores == [[0.12, 2.67, 0.33]]
+    assert [repr(v) for v in scores[0]] == ["0.12", "2.67", "0.33"]
+    assert all(type(v) is float for v in scores[0])

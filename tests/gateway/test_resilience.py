@@ -364,3 +364,24 @@ def test_serve_exits_with_one_line_naming_the_jwks_file(tmp_path: Path, case: st
     assert str(path) in lines[0]
     assert _BROKEN[case][1] in lines[0]
     assert "Uvicorn running" not in result.output
+
+
+@pytest.mark.parametrize("content", [
+    {"labels": [1, "b"], "scores": [[0.1234, 1e-07, 0.0]], "model": "m", "none": None},
+    {"text": 'é 中 🙂 \u2028 \x00 " \\ NaN Infinity'},  # the words alone: still plain text
+    {"big": 10**30, "neg": -1.5e300, "nested": [[[True, False]]]},
+])
+def test_answer_json_is_json_of_the_same_values(content: dict[str, Any]) -> None:
+    from bastion.gateway.app import _json
+
+    out = _json(content)
+    assert json.loads(out) == content
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_answer_json_refuses_nan_and_infinity(bad: float) -> None:
+    """A model's NaN is an error (500), never a 200 with a value no JSON parser takes."""
+    from bastion.gateway.app import _json
+
+    with pytest.raises(ValueError, match="Out of range"):
+        _json({"labels": [1.0, bad]})

@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import math
+import operator
 import threading
 import time
 from collections import deque
@@ -104,8 +105,13 @@ class AuditEntry:
     client: str = ""  # the client address
 
     def __post_init__(self) -> None:
-        for name, limit in _LIMITS.items():
-            object.__setattr__(self, name, _text(getattr(self, name), limit))
+        texts = (self.principal, self.model, self.version, self.permission, self.reason,
+                 self.output_summary, self.client)
+        joined = "".join(texts) if all(type(t) is str for t in texts) else "\x00"
+        if not (joined.isascii() and "\x00" not in joined  # (the common case, at once)
+                and all(map(int.__ge__, _LIMITS.values(), map(len, texts)))):
+            for name, limit in _LIMITS.items():
+                object.__setattr__(self, name, _text(getattr(self, name), limit))
         if self.decision not in DECISIONS:
             raise ValueError(f"decision {self.decision!r}: expected one of "
                              f"{', '.join(sorted(DECISIONS))}")
@@ -144,11 +150,41 @@ def canonical_json(data: Mapping[str, Any]) -> bytes:
 
 def chain_hash(prev_hash: str, seq: int, entry: Mapping[str, Any]) -> str:
     """The hash of entry ``seq`` following ``prev_hash`` (``entry``: the entry's fields)."""
-    body = {name: entry[name] for name in _FIELDS}
-    body["status"] = int(body["status"])
-    body["latency_ms"] = float(body["latency_ms"])
-    return hashlib.sha256(prev_hash.encode("ascii") + b"\n"
-                          + canonical_json({"seq": seq, **body})).hexdigest()
+    status, latency = int(entry["status"]), float(entry["latency_ms"])
+    try:
+        text = _canonical_entry(seq, entry, status, latency)
+    except TypeError:  # a value that is not a str (a row read back with a NULL)
+        body = {name: entry[name] for name in _FIELDS}
+        body["status"], body["latency_ms"] = status, latency
+        text = canonical_json({"seq": seq, **body})
+    return hashlib.sha256(prev_hash.encode("ascii") + b"\n" + text).hexdigest()
+
+
+#: The hashed text of an entry: its keys in canonical (sorted) order, each followed by a
+#: ``str.format`` field: the strings first (``_STRINGS``' order), then seq, status, latency.
+_HASHED = sorted((*_FIELDS, "seq"))
+_NUMBERS = ("seq", "status", "latency_ms")
+_STRINGS = tuple(key for key in _HASHED if key not in _NUMBERS)
+#: The encoder's string escaping (``ensure_ascii=False``), in C where CPython has it.
+_escape = json.encoder.encode_basestring
+_TEXT = "{{" + ",".join(
+    _escape(key) + ":{" + str(_STRINGS.index(key) if key in _STRINGS
+                          else len(_STRINGS) + _NUMBERS.index(key)) + "}"
+    for key in _HASHED) + "}}"
+_strings = operator.itemgetter(*_STRINGS)
+
+
+def _canonical_entry(seq: int, entry: Mapping[str, Any], status: int,
+                     latency: float) -> bytes:
+    """:func:`canonical_json` of an entry, written from a template: ~3 µs against ~10 for
+    the encoder's sorted walk of a dict built for it (the audit log hashes every request).
+    The same bytes: strings through the encoder's own escaping, numbers as it writes them.
+    ``TypeError`` for a value that is not a str (or a ``seq`` that is not an int) or a
+    latency that is not finite: the caller falls back to the encoder."""
+    if type(seq) is not int or not math.isfinite(latency):
+        raise TypeError("not a plain entry")
+    return _TEXT.format(*map(_escape, _strings(entry)), int.__repr__(seq),
+                        int.__repr__(status), float.__repr__(latency)).encode("utf-8")
 
 
 class AuditLog:
