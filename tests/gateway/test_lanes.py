@@ -337,6 +337,29 @@ def test_a_kind_that_runs_outside_the_gil_gets_a_second_thread_at_once(
     _run(main)
 
 
+def test_a_kind_outside_the_gil_gets_no_more_than_parallel_threads_until_stuck(
+        made: _Made) -> None:
+    """Threads beyond ``parallel`` for a kind that already keeps the CPUs busy would only
+    share them (measured: a ~1 ms ONNX model on 2 CPUs used 7 threads and ~25% more CPU a
+    request): its items count as stalled only after ten times ``stall``."""
+    lanes = made(2, stall=0.05, heavy=0.0005, parallel=1)
+    started = threading.Event()
+
+    async def main() -> None:
+        await lanes.run(lambda: off_gil(_burn), "model")  # learnt: runs outside the GIL
+        first = asyncio.ensure_future(lanes.run(_blocker(made, started), "model"))
+        await _until(started)
+        second = asyncio.ensure_future(lanes.run(made.release.is_set, "model"))
+        done, _ = await asyncio.wait({second}, timeout=0.3)  # six stalls: still waiting
+        assert not done
+        # Ten stalls (0.5 s): stuck, so the queue is not held up behind it any longer.
+        assert await asyncio.wait_for(second, WAIT) is False
+        made.release.set()
+        assert await first is True
+
+    _run(main)
+
+
 def test_off_gil_outside_a_lane_just_calls() -> None:
     assert off_gil(lambda x: x + 1, 1) == 2
     with pytest.raises(ZeroDivisionError):
