@@ -223,6 +223,15 @@ class AuditLog:
                 raw.close()
 
     def _append(self, raw: Any, entries: Sequence[AuditEntry]) -> list[int]:
+        driver: Any = getattr(raw, "driver_connection", None)
+        if self.engine.dialect.name != "sqlite" and hasattr(driver, "pipeline"):
+            # psycopg 3: the statements go in two round trips to the server (the lock and
+            # the head; the rows, the new head and the commit) instead of six.
+            with driver.pipeline():
+                return self._statements(raw, driver, entries)
+        return self._statements(raw, None, entries)
+
+    def _statements(self, raw: Any, pipelined: Any, entries: Sequence[AuditEntry]) -> list[int]:
         sql = _raw_sql(self.engine.dialect.paramstyle)
         sqlite = self.engine.dialect.name == "sqlite"
         cursor = raw.cursor()
@@ -252,6 +261,8 @@ class AuditLog:
             cursor.execute(sql.set_head if has_head else sql.new_head, (seq, prev))
             if sqlite:
                 cursor.execute("COMMIT")
+            elif pipelined is not None:
+                pipelined.commit()  # sent with the rows; the pipeline waits for its answer
             else:
                 raw.commit()
         finally:
