@@ -562,6 +562,12 @@ def test_small_outputs_match_the_numpy_path(seed: int) -> None:
     np.testing.assert_allclose(prediction.scores, expected, rtol=1e-12, atol=1e-15)
 
 
+def test_an_output_with_no_classes_is_a_loader_error() -> None:
+    for batch in (1, 3):
+        with pytest.raises(LoaderError, match=r"shape \(\d, 0\)"):
+            from_outputs(np.zeros((batch, 0), dtype=np.float32))
+
+
 def test_small_and_large_outputs_refuse_nan_and_infinity() -> None:
     for size in (3, loaders._SMALL + 1):
         for bad in (np.nan, np.inf, -np.inf):

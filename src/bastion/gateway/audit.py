@@ -105,8 +105,7 @@ class AuditEntry:
     client: str = ""  # the client address
 
     def __post_init__(self) -> None:
-        texts = (self.principal, self.model, self.version, self.permission, self.reason,
-                 self.output_summary, self.client)
+        texts = _limited(self)
         joined = "".join(texts) if all(type(t) is str for t in texts) else "\x00"
         if not (joined.isascii() and "\x00" not in joined  # (the common case, at once)
                 and all(map(int.__ge__, _LIMITS.values(), map(len, texts)))):
@@ -137,6 +136,8 @@ class AuditEntry:
 
 
 _FIELDS = tuple(f.name for f in fields(AuditEntry))
+#: The clipped and sanitized fields of an entry, in ``_LIMITS``' order.
+_limited = operator.attrgetter(*_LIMITS)
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
