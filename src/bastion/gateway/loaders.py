@@ -156,8 +156,6 @@ def probabilities(raw: Any) -> np.ndarray[Any, Any]:
     import numpy as np
 
     arr = np.asarray(raw, dtype=np.float64)
-    if arr.size <= _SMALL:
-        return np.array(_small_probabilities(arr.tolist()), dtype=np.float64).reshape(arr.shape)
     smallest, largest = arr.min().item(), arr.max().item()  # NaN in either if in any
     if not (math.isfinite(smallest) and math.isfinite(largest)):
         raise LoaderError("the model produced NaN or infinite scores")
@@ -170,8 +168,9 @@ def probabilities(raw: Any) -> np.ndarray[Any, Any]:
 
 
 def _small_probabilities(rows: list[list[float]]) -> list[list[float]]:
-    """:func:`probabilities` of a few scores, as lists: the same test and formulas, in
-    Python floats (equal to NumPy's results to ~1e-15; the sums are exact)."""
+    """:func:`probabilities` of a few scores (rows of at least one), as lists: the same
+    test and formulas, in Python floats (equal to NumPy's results to ~1e-15; the sums are
+    exact)."""
     if not all(map(math.isfinite, (v for row in rows for v in row))):
         raise LoaderError("the model produced NaN or infinite scores")
     sums = [math.fsum(row) for row in rows]
@@ -180,7 +179,7 @@ def _small_probabilities(rows: list[list[float]]) -> list[list[float]]:
         return [[v / total for v in row] for row, total in zip(rows, sums, strict=True)]
     out = []
     for row in rows:
-        top = max(row) if row else 0.0
+        top = max(row)
         shifted = [math.exp(v - top) for v in row]
         total = math.fsum(shifted)
         out.append([v / total for v in shifted])
@@ -207,8 +206,7 @@ def from_outputs(outputs: Any, classes: list[Any] | None = None) -> Prediction:
     if arr.size <= _SMALL:
         rows = _small_probabilities(arr.tolist())
         best = [row.index(max(row)) for row in rows]  # the first most likely, as argmax
-        return Prediction([names[i] for i in best], np.array(rows, dtype=np.float64)
-                          .reshape(arr.shape), names)
+        return Prediction([names[i] for i in best], np.array(rows, dtype=np.float64), names)
     scores = probabilities(arr)
     return Prediction([names[i] for i in scores.argmax(axis=1).tolist()], scores, names)
 
