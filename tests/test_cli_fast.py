@@ -153,8 +153,8 @@ def test_sign_fast_path_declines_what_it_does_not_know(signing: tuple[Path, Path
 
 def test_sign_hashes_before_the_signing_code_is_imported(signing: tuple[Path, Path],
                                                          tmp_path: Path) -> None:
-    """The fast path of `bastion sign` has not imported Typer, Rich, cryptography, pathlib or
-    dataclasses when the hashing threads start: the start-up overlaps the hashing."""
+    """The fast path of `bastion sign` has not imported Typer, Rich, cryptography, pathlib,
+    dataclasses or typing when the hashing threads start: the start-up overlaps the hashing."""
     model, key = signing
     probe = ("import sys, threading\n"
              "from bastion.sign import hashing\n"
@@ -162,7 +162,8 @@ def test_sign_hashes_before_the_signing_code_is_imported(signing: tuple[Path, Pa
              "original = hashing.Pending.__init__\n"
              "def spy(self, *a, **k):\n"
              "    seen.update({m: m in sys.modules for m in ('typer', 'rich', 'cryptography',\n"
-             "                                               'pathlib', 'dataclasses')})\n"
+             "                                               'pathlib', 'dataclasses',\n"
+             "                                               'typing')})\n"
              "    original(self, *a, **k)\n"
              "hashing.Pending.__init__ = spy\n"
              "from bastion.cli.fast import run_fast\n"
@@ -170,7 +171,7 @@ def test_sign_hashes_before_the_signing_code_is_imported(signing: tuple[Path, Pa
              "print(rc, sorted(m for m, loaded in seen.items() if loaded), len(seen))\n")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           timeout=60)
-    assert done.stdout.split() == ["0", "[]", "5"], (done.stdout, done.stderr)
+    assert done.stdout.split() == ["0", "[]", "6"], (done.stdout, done.stderr)
     assert (model / "model.sig").is_file()
 
 
@@ -248,7 +249,7 @@ def test_verify_hashes_before_pathlib_dataclasses_and_keys_are_imported(
     done = _run(["sign", str(model), "--key", str(key), "-o", str(sig), "-q"], tmp_path,
                 fast=True)
     assert done.returncode == 0, done.stderr
-    heavy = ("pathlib", "dataclasses", "inspect", "cryptography", "bastion.findings",
+    heavy = ("pathlib", "dataclasses", "inspect", "typing", "cryptography", "bastion.findings",
              "bastion.policy", "typer", "rich")
     probe = ("import sys\n"
              "from bastion.sign import hashing\n"

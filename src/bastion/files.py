@@ -8,7 +8,8 @@ renamed over it. :func:`aligned_buffer` is the buffer that bulk reads (hashing) 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (bastion.records)
 
 if TYPE_CHECKING:
     from pathlib import Path  # not imported at run time: hashing needs this module early

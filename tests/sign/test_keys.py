@@ -128,3 +128,36 @@ def test_bad_key_files_give_clear_errors(tmp_path: Path, content: object, loader
     load = load_private_key if loader == "private" else (lambda p: load_public_key(str(p)))
     with pytest.raises(UsageError, match=message):
         load(path)
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "huge"])
+def test_a_key_path_that_is_not_a_small_regular_file_is_refused_at_once(
+        tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "weird.key"
+    if kind == "folder":
+        path.mkdir()
+        message = "is a folder"
+    elif kind == "fifo":
+        os.mkfifo(path)  # no writer: a blocking open would hang here for ever
+        message = "not a regular file"
+    else:
+        path.write_bytes(b"-----BEGIN PRIVATE KEY-----\n" + b"A" * (1 << 20))
+        message = "too large"
+    for load in (load_private_key, lambda p: load_public_key(str(p))):
+        with pytest.raises(UsageError, match=message):
+            load(path)
+
+
+def test_keys_load_through_the_very_functions_cryptography_exports() -> None:
+    """bastion.sign.keys reaches cryptography's PEM loaders through its Rust bindings'
+    module, which is lighter to import: they must be the public functions themselves."""
+    from cryptography.hazmat.primitives import _serialization
+
+    from bastion.sign.keys import _pem_loaders
+
+    loaders = _pem_loaders()
+    assert loaders.load_pem_private_key is serialization.load_pem_private_key
+    assert loaders.load_pem_public_key is serialization.load_pem_public_key
+    assert loaders is not serialization  # the light route is the one taken here
+    assert _serialization.Encoding is serialization.Encoding
+    assert _serialization.PublicFormat is serialization.PublicFormat

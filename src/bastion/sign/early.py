@@ -11,8 +11,8 @@ findings, not even ``pathlib`` or ``dataclasses`` (see :mod:`bastion.sign.manife
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
 
+from bastion.records import NamedTuple
 from bastion.sign.formats import MAX_BUNDLE_SIZE, parse_bundle, statement_serialization
 from bastion.sign.hashing import Pending, start_hashing
 from bastion.sign.manifest import LocalFile, Serialization, Walk, relative_inside, walk_model

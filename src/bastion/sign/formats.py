@@ -22,8 +22,8 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
 
+from bastion.records import NamedTuple
 from bastion.sign.manifest import (
     FILES,
     HASH_TYPES,
@@ -35,6 +35,8 @@ from bastion.sign.manifest import (
     normalise_ignore,
     parse_resource_name,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (bastion.records)
 
 if TYPE_CHECKING:
     from typing import Any

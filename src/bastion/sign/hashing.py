@@ -23,11 +23,13 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple
 
 from bastion.cpus import usable_cpus
 from bastion.files import aligned_buffer
+from bastion.records import NamedTuple
 from bastion.sign.manifest import FILES, SHARDS, LocalFile, Resource, Serialization
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (bastion.records)
 
 if TYPE_CHECKING:
     from typing import Protocol

@@ -16,10 +16,10 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
 
 from bastion.errors import UsageError
 from bastion.files import replace_atomic
+from bastion.records import NamedTuple
 from bastion.sign.hashing import Pending, blake3_available, start_hashing
 from bastion.sign.manifest import (
     DEFAULT_IGNORES,
@@ -37,6 +37,8 @@ from bastion.sign.manifest import (
     walk_model,
 )
 from bastion.sign.manifest import default_signature as default_signature
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (bastion.records)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -201,9 +203,13 @@ def sign_model(model: str | os.PathLike[str], key: str | os.PathLike[str], *,
 def _load_signer(key: Path, password: bytes | None, certificate: Path | None,
                  chain: Sequence[Path]) -> tuple[PrivateKey, list[bytes]]:
     from bastion.sign import formats  # noqa: F401  (imported now, used after the hashing)
-    from bastion.sign.keys import load_private_key
+    from bastion.sign.keys import load_private_key, sign_bytes
 
     private = load_private_key(key, password)
+    # A process's first signature loads the rest of cryptography's OpenSSL backend (5-15 ms
+    # on the 2-vCPU machines): made now, over a throwaway message, that work overlaps the
+    # hashing instead of following it.
+    sign_bytes(private, b"bastion: warm-up")
     certificates: list[bytes] = []
     if certificate is not None:
         from bastion.sign.certs import signing_chain

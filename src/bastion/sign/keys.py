@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
+import stat
 
 from bastion.errors import UsageError
+from bastion.records import NamedTuple
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (bastion.records)
 
 if TYPE_CHECKING:
+    from pathlib import Path
+    from types import ModuleType
+
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519
     from cryptography.hazmat.primitives.hashes import HashAlgorithm
 
@@ -37,8 +41,7 @@ _CURVE_LABEL = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"
 MAX_KEY_FILE = 1 << 20
 
 
-@dataclass(frozen=True)
-class TrustedKey:
+class TrustedKey(NamedTuple):
     """A public key the verifier trusts, and where it came from (for the report)."""
 
     key: PublicKey
@@ -54,10 +57,11 @@ class TrustedKey:
 
 
 def public_pem(key: PublicKey) -> bytes:
-    from cryptography.hazmat.primitives import serialization
+    # Where cryptography defines these enums: ``serialization`` re-exports them, and
+    # importing it costs what _pem_loaders() avoids.
+    from cryptography.hazmat.primitives._serialization import Encoding, PublicFormat
 
-    return key.public_bytes(serialization.Encoding.PEM,
-                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
 
 
 def key_hint(key: PublicKey) -> str:
@@ -121,26 +125,68 @@ def verify_bytes(key: PublicKey, signature: bytes, data: bytes) -> bool:
 # -- loading -------------------------------------------------------------------------------------
 
 
-def _read_pem(path: Path, what: str) -> bytes:
+def _pem_loaders() -> ModuleType:
+    """The module whose ``load_pem_private_key``/``load_pem_public_key`` load keys.
+
+    ``cryptography.hazmat.primitives.serialization`` re-exports these two functions from
+    cryptography's Rust bindings, but importing it also loads its SSH key code, every cipher
+    and bcrypt: ~20 ms of CPU on the 2-vCPU machines, spent while ``bastion sign``/``verify``
+    hash the model. The bindings' module holds the very same functions (the test suite
+    checks they are identical); where a release of cryptography moves them, the public
+    module is used."""
     try:
-        if path.stat().st_size > MAX_KEY_FILE:
-            raise UsageError(f"{path}: too large to be a {what}")
-        return path.read_bytes()
+        from cryptography.hazmat.bindings._rust import openssl
+
+        loaders: ModuleType = openssl.keys
+        loaders.load_pem_private_key  # noqa: B018  (present, or the public module)
+        loaders.load_pem_public_key  # noqa: B018
+    except (ImportError, AttributeError):  # pragma: no cover - another cryptography layout
+        from cryptography.hazmat.primitives import serialization
+
+        return serialization
+    return loaders
+
+
+def _read_pem(path: str | os.PathLike[str], what: str) -> bytes:
+    """The bytes of a key file: a regular file of at most :data:`MAX_KEY_FILE` bytes
+    (opened without blocking, so a FIFO given as a key is an error, not a hang)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise UsageError(f"{what} {path} not found") from None
     except IsADirectoryError:
         raise UsageError(f"{what} {path} is a folder") from None
     except OSError as exc:
         raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise UsageError(f"{what} {path} is a folder")
+        if not stat.S_ISREG(mode):
+            raise UsageError(f"{what} {path} is not a regular file")
+        chunks, size = [], 0
+        while size <= MAX_KEY_FILE:
+            chunk = os.read(fd, MAX_KEY_FILE + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_KEY_FILE:
+        raise UsageError(f"{path}: too large to be a {what}")
+    return data
 
 
-def load_private_key(path: Path, password: bytes | None = None) -> PrivateKey:
+def load_private_key(path: str | os.PathLike[str], password: bytes | None = None) \
+        -> PrivateKey:
     """A PEM private key (PKCS#8 or traditional); clear errors for every way it can fail."""
-    from cryptography.hazmat.primitives import serialization
-
     data = _read_pem(path, "private key")
     try:
-        key = serialization.load_pem_private_key(data, password)
+        key: object = _pem_loaders().load_pem_private_key(data, password)
     except TypeError:
         if password is None:
             raise UsageError(f"{path}: the private key is encrypted",
@@ -160,17 +206,15 @@ def load_private_key(path: Path, password: bytes | None = None) -> PrivateKey:
 
 def load_public_key(spec: str) -> TrustedKey:
     """A trusted public key from a PEM file, or inline PEM text (e.g. from a policy)."""
-    from cryptography.hazmat.primitives import serialization
-
     if spec.lstrip().startswith("-----BEGIN"):
         data, source = spec.encode("ascii", "replace"), "(inline PEM)"
     else:
-        data, source = _read_pem(Path(spec), "public key"), spec
+        data, source = _read_pem(spec, "public key"), spec
     if b"PRIVATE KEY" in data:
         raise UsageError(f"{source}: is a private key; verify with the public key",
                          hint="the .pub file `bastion keygen` wrote beside it")
     try:
-        key = serialization.load_pem_public_key(data)
+        key: object = _pem_loaders().load_pem_public_key(data)
     except (ValueError, TypeError):
         raise UsageError(f"{source}: not a PEM public key") from None
     check_supported(key, source)
@@ -249,7 +293,7 @@ def _write(path: Path, data: bytes, mode: int, *, exclusive: bool) -> None:
             os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        os.unlink(tmp)
         raise
 
 

@@ -23,7 +23,10 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+
+from bastion.records import NamedTuple
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (bastion.records)
 
 if TYPE_CHECKING:
     from pathlib import Path
