@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -161,3 +163,37 @@ def test_keys_load_through_the_very_functions_cryptography_exports() -> None:
     assert loaders is not serialization  # the light route is the one taken here
     assert _serialization.Encoding is serialization.Encoding
     assert _serialization.PublicFormat is serialization.PublicFormat
+
+
+@pytest.mark.parametrize("curve", [ec.SECP256R1(), ec.SECP384R1(), ec.SECP521R1()],
+                         ids=lambda c: c.name)
+def test_the_ecdsa_algorithm_built_without_its_constructor_is_cryptographys(
+        curve: ec.EllipticCurve) -> None:
+    from bastion.sign.keys import _hash, ecdsa
+
+    built, standard = ecdsa(curve.name), ec.ECDSA(_hash(curve.name))
+    assert type(built) is ec.ECDSA
+    assert built.algorithm.name == standard.algorithm.name
+    assert built.deterministic_signing is standard.deterministic_signing is False
+    key = ec.generate_private_key(curve)
+    message = b"payload"
+    key.public_key().verify(key.sign(message, built), message, standard)
+    key.public_key().verify(key.sign(message, standard), message, built)
+
+
+def test_signing_and_verifying_do_not_load_the_openssl_backend_module(tmp_path: Path) -> None:
+    """ec.ECDSA()'s constructor imports cryptography's backend module (~12 ms); keys.ecdsa()
+    does not, and neither does anything else signing or verifying needs."""
+    private, public, _ = write_keypair(tmp_path / "k.key", "ecdsa-p256")
+    code = ("import sys\n"
+            "from bastion.sign.keys import load_private_key, load_public_key, sign_bytes, "
+            "verify_bytes, key_hint\n"
+            f"key = load_private_key({str(private)!r})\n"
+            f"trusted = load_public_key({str(public)!r})\n"
+            "ok = verify_bytes(trusted.key, sign_bytes(key, b'm'), b'm')\n"
+            "print(ok, key_hint(trusted.key) == trusted.hint, "
+            "any(m.startswith('cryptography.hazmat.backends') for m in sys.modules), "
+            "'cryptography.hazmat.primitives.serialization' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.split() == ["True", "True", "False", "False"], done.stderr
