@@ -184,6 +184,23 @@ def test_large_blake3_file_is_read_not_mapped(tmp_path: Path) -> None:
         ("big.bin", "file shrank while it was hashed")]
 
 
+def test_one_thread_hashes_many_large_blake3_files_through_one_buffer(tmp_path: Path) -> None:
+    blake3 = pytest.importorskip("blake3").blake3
+    from bastion.sign.hashing import BLAKE3_PARALLEL_MIN, Buffers
+
+    buffers = Buffers()
+    assert buffers.blake3() is buffers.blake3()  # mapped once per thread, not per file
+    assert buffers.chunk() is buffers.chunk()
+    contents = {f"w{i}.bin": os.urandom(BLAKE3_PARALLEL_MIN + i * 4099) for i in range(3)}
+    contents["small.bin"] = b"tokenizer"
+    for name, data in contents.items():
+        (tmp_path / name).write_bytes(data)
+    hashed = hash_files(walk_model(tmp_path).files, Serialization(FILES, "blake3", None), 1)
+    assert not hashed.errors
+    assert {r.path: r.digest for r in hashed.resources} == {
+        name: blake3(data).digest() for name, data in contents.items()}
+
+
 def test_nothing_to_sign_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="nothing to sign"):

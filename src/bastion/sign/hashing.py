@@ -3,9 +3,10 @@
 The work is cut into units (a whole file, or one shard of it), largest first so the last
 unit to finish is a small one, and handed to a pool of threads: ``hashlib`` and ``blake3``
 release the GIL while they hash and the kernel while it reads, so threads scale like
-processes without copying data between them. Each thread reads into one reusable, page-aligned
-buffer (:data:`CHUNK` bytes; see :func:`bastion.files.aligned_buffer`; a large BLAKE3 file
-:data:`BLAKE3_READ`), so memory is bounded by the thread count whatever the model's size.
+processes without copying data between them. Each thread reads into its own reusable,
+page-aligned buffers (:class:`Buffers`: :data:`CHUNK` bytes, and :data:`BLAKE3_READ` for a
+large BLAKE3 file; see :func:`bastion.files.aligned_buffer`), so memory is bounded by the
+thread count whatever the model's size.
 
 SHA-256 cannot hash one stream in parallel, so a large file in the ``files`` method is one
 unit; the ``shards`` method (the default) cuts it into shards that hash side by side. BLAKE3
@@ -165,11 +166,32 @@ def _read_into(handle: int, unit: Unit, hasher: _Hasher, view: memoryview,
         raise HashingError(unit.file.rel, "file grew while it was hashed")
 
 
-def hash_unit(unit: Unit, new: Callable[[], _Hasher], buffer: memoryview,
+class Buffers:
+    """One thread's read buffers: :data:`CHUNK` bytes, and :data:`BLAKE3_READ` bytes for a
+    large BLAKE3 file, each mapped on first use and kept for the thread's next units."""
+
+    def __init__(self) -> None:
+        self._chunk: memoryview | None = None
+        self._blake3: memoryview | None = None
+
+    def chunk(self) -> memoryview:
+        if self._chunk is None:
+            self._chunk = aligned_buffer(CHUNK)
+        return self._chunk
+
+    def blake3(self) -> memoryview:
+        if self._blake3 is None:
+            self._blake3 = aligned_buffer(BLAKE3_READ)
+        return self._blake3
+
+
+def hash_unit(unit: Unit, new: Callable[[], _Hasher], buffers: Buffers,
               hash_type: str, stop: threading.Event | None = None) -> bytes:
     """The digest of one unit; :class:`HashingError` when the file cannot be read through."""
     if hash_type == "blake3" and unit.start is None and unit.length >= BLAKE3_PARALLEL_MIN:
-        new, buffer = _blake3_threads, aligned_buffer(BLAKE3_READ)
+        new, buffer = _blake3_threads, buffers.blake3()
+    else:
+        buffer = buffers.chunk()
     # A link found by the walk was resolved to its target; anything else that is a link by
     # now was swapped in after the walk, and is not followed.
     flags = os.O_RDONLY | (0 if unit.file.link else getattr(os, "O_NOFOLLOW", 0))
@@ -231,20 +253,20 @@ class Pending:
             thread.start()
 
     def _work(self) -> None:
-        buffer = aligned_buffer(CHUNK)
+        buffers = Buffers()
         while True:
             with self._lock:
                 index = self._next
                 if index >= len(self._units):
                     return
                 self._next += 1
-            self._results[index] = self._run(self._units[index], buffer)
+            self._results[index] = self._run(self._units[index], buffers)
 
-    def _run(self, unit: Unit, buffer: memoryview) -> Resource | HashingError:
+    def _run(self, unit: Unit, buffers: Buffers) -> Resource | HashingError:
         if self._stop.is_set():
             return HashingError(unit.file.rel, "cancelled")
         try:
-            digest = hash_unit(unit, self._new, buffer, self._hash_type, self._stop)
+            digest = hash_unit(unit, self._new, buffers, self._hash_type, self._stop)
         except HashingError as exc:
             return exc
         except Exception as exc:  # never lose a unit: it is reported, not skipped
