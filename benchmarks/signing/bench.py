@@ -10,6 +10,8 @@ tokenizer/config files, a few empty ones), then measures, with the page cache wa
 * the SHA-256 limit: ``hashlib`` over the same bytes, cut in 64 MB pieces, with 1, 2, 4 ...
   threads, several read sizes, reading into a ``bytearray`` or a page-aligned buffer; the
   best is "the limit";
+* the same hashing as a minimal Python process (interpreter start, walk, threads, exit): what
+  any Python command pays besides hashing, shown beside the limit, not part of it;
 * ``bastion sign`` and ``bastion verify`` as whole processes (interpreter start, imports,
   walk, hashing, signing, writing), SHA-256 shards (the default), with one thread per CPU
   and with one thread; and the BLAKE3 mode;
