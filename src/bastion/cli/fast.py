@@ -218,7 +218,7 @@ def _sign_fast(args: Sequence[str]) -> int | None:
         options = Options(values.get("method", default.method),
                           values.get("hash", default.hash_type),
                           shard_size or default.shard_size, tuple(lists["ignore"]),
-                          "include-git" not in flags, workers)
+                          "include-git" not in flags, workers, processes=True)
         done = sign_model(path, values["key"], output=values.get("output"),
                           password=password_from_env(values.get("password_env")),
                           options=options)
@@ -255,7 +255,8 @@ def _verify_fast(args: Sequence[str]) -> int | None:
     given = values.get("signature")
     if os.path.lexists(path) and (given is None or os.path.isfile(given)):
         favour_hashing()
-        early = start_early(path, given or default_signature_name(path), workers)
+        early = start_early(path, given or default_signature_name(path), workers,
+                            processes=True)
     try:
         reporting = _reporting(values, flags)
         if reporting is None:

@@ -51,21 +51,24 @@ class Early(NamedTuple):
 
 
 def start_early(model: str | os.PathLike[str], signature: str | os.PathLike[str],
-                workers: int | None = None) -> Early | None:
+                workers: int | None = None, *, processes: bool = False) -> Early | None:
     """Read ``signature`` and start hashing ``model`` as it says; None when anything is off
     (the full verification then finds and reports it)."""
     try:
         data = read_signature(signature)
         serialization = statement_serialization(parse_bundle(data).payload)
         return Early(data, model, signature, serialization,
-                     start_hashing_as(model, signature, serialization, workers))
+                     start_hashing_as(model, signature, serialization, workers,
+                                      processes=processes))
     except Exception:  # any problem at all is for the verification proper to report
         return None
 
 
 def start_hashing_as(model: str | os.PathLike[str], signature: str | os.PathLike[str],
-                     serialization: Serialization, workers: int | None) -> Hashing:
-    """Walk the model as the signature says and start hashing what it may cover."""
+                     serialization: Serialization, workers: int | None, *,
+                     processes: bool = False) -> Hashing:
+    """Walk the model as the signature says and start hashing what it may cover
+    (``processes``: see :func:`bastion.sign.hashing.start_hashing`)."""
     ignores = list(serialization.ignore_paths)
     own = relative_inside(model, signature)
     if own is not None:
@@ -74,4 +77,5 @@ def start_hashing_as(model: str | os.PathLike[str], signature: str | os.PathLike
     files = walk.files
     if not serialization.allow_symlinks:
         files = [f for f in files if not f.link]
-    return Hashing(walk, files, start_hashing(files, serialization, workers))
+    return Hashing(walk, files, start_hashing(files, serialization, workers,
+                                             processes=processes))

@@ -39,6 +39,9 @@ if TYPE_CHECKING:
         def update(self, data: bytes | memoryview, /) -> object: ...
         def digest(self) -> bytes: ...
 
+    class _Stop(Protocol):
+        def is_set(self) -> bool: ...
+
 #: Bytes read per call: large enough that each read and hash call amortises its overhead
 #: (and the GIL, taken once per call, is asked for seldom: see :func:`favour_hashing`), small
 #: enough to stay in cache. Measured on 2 vCPUs, 4 GB warm, page-aligned buffers: 256 KiB
@@ -150,7 +153,7 @@ def plan(files: Sequence[LocalFile], serialization: Serialization) -> list[Unit]
 
 
 def _read_into(handle: int, unit: Unit, hasher: _Hasher, view: memoryview,
-               stop: threading.Event | None) -> None:
+               stop: _Stop | None) -> None:
     offset = unit.start or 0
     remaining = unit.length
     while remaining > 0:
@@ -186,7 +189,7 @@ class Buffers:
 
 
 def hash_unit(unit: Unit, new: Callable[[], _Hasher], buffers: Buffers,
-              hash_type: str, stop: threading.Event | None = None) -> bytes:
+              hash_type: str, stop: _Stop | None = None) -> bytes:
     """The digest of one unit; :class:`HashingError` when the file cannot be read through."""
     if hash_type == "blake3" and unit.start is None and unit.length >= BLAKE3_PARALLEL_MIN:
         new, buffer = _blake3_threads, buffers.blake3()
@@ -241,12 +244,15 @@ class Pending:
         self._new = _factory(serialization.hash_type)
         self._hash_type = serialization.hash_type
         self._algorithm = serialization.algorithm
-        self._stop = threading.Event()
+        self._cancelled = threading.Event()
+        self._stop: _Stop = self._cancelled
         self._units = plan(files, serialization)
         self._results: list[Resource | HashingError | None] = [None] * len(self._units)
+        self._start(min(max(1, workers or default_workers()), max(1, len(self._units))))
+
+    def _start(self, workers: int) -> None:
         self._next = 0
         self._lock = threading.Lock()
-        workers = min(max(1, workers or default_workers()), max(1, len(self._units)))
         self._threads = [threading.Thread(target=self._work, name=f"bastion-hash-{i}",
                                           daemon=True) for i in range(workers)]
         for thread in self._threads:
@@ -278,8 +284,8 @@ class Pending:
             thread.join()
 
     def cancel(self) -> None:
-        """Stop: units not started are skipped; the call returns when the threads are done."""
-        self._stop.set()
+        """Stop: units not started are skipped; the call returns when the workers are done."""
+        self._cancelled.set()
         self._join()
 
     def result(self) -> Hashed:
@@ -294,10 +300,186 @@ class Pending:
         return Hashed(resources, sorted(errors.values(), key=lambda e: e.rel))
 
 
+#: Bytes of a unit's index in the forked workers' token pipe, and the most units that pipe
+#: may be enlarged to hold (Linux lets any process grow a pipe to 1 MiB).
+_TOKEN = 4
+_MAX_PIPE = 1 << 20
+
+
+class _NoFork(Exception):
+    """Forked workers cannot be used here; threads are."""
+
+
+class ForkedPending(Pending):
+    """Hashing under way in forked worker processes, for a command-line process whose main
+    thread has work of its own meanwhile (loading keys and code, checking the signature).
+
+    Each worker is a thread's work in its own process: it claims the next unit through a pipe
+    that holds every unit's index (a 4-byte read from a pipe is atomic), hashes it as a thread
+    would, and when no unit is left sends its digests and errors back through a pipe of its
+    own. Threads share the GIL with the main thread: measured on 2 vCPUs, 100 ms of Python on
+    the main thread during a 4 GB hash added 83 ms to the wall time with hashing threads and
+    45 ms with hashing processes (12 rounds); hashing alone is as fast either way.
+
+    Used only where it is safe: on Linux, by a process with no other thread (a fork copies
+    only the calling thread, and whatever lock another holds stays locked in the child), for
+    ``hashlib`` hashes (BLAKE3 runs its own thread pool). A worker ignores SIGINT (the parent
+    decides), stops when its parent is gone, and leaves with ``os._exit``; a worker that dies
+    leaves its units reported as errors, never a hang. :meth:`cancel` kills the workers."""
+
+    def _start(self, workers: int) -> None:
+        count = len(self._units)
+        if not count or not can_fork(self._hash_type):
+            raise _NoFork()
+        tokens_r, tokens_w = os.pipe()
+        try:
+            if _TOKEN * count > 65536:
+                import fcntl
+
+                try:
+                    fcntl.fcntl(tokens_w, fcntl.F_SETPIPE_SZ, min(_MAX_PIPE, _TOKEN * count))
+                except OSError:
+                    raise _NoFork() from None
+                if fcntl.fcntl(tokens_w, fcntl.F_GETPIPE_SZ) < _TOKEN * count:
+                    raise _NoFork()
+            tokens = b"".join(i.to_bytes(_TOKEN, "little") for i in range(count))
+            os.set_blocking(tokens_w, False)  # never wait: the pipe was sized for all of them
+            written = os.write(tokens_w, tokens)
+            if written != len(tokens):  # pragma: no cover - the size was checked
+                raise _NoFork()
+        except BaseException:
+            os.close(tokens_r)
+            raise
+        finally:
+            os.close(tokens_w)
+        self._workers: list[tuple[int, int]] = []
+        parent = os.getpid()
+        try:
+            for _ in range(workers):
+                self._fork(tokens_r, parent)
+        except OSError:
+            self.cancel()
+            raise _NoFork() from None
+        finally:
+            os.close(tokens_r)
+
+    def _fork(self, tokens: int, parent: int) -> None:
+        results_r, results_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns into the parent's code
+            code = 1
+            try:
+                os.close(results_r)
+                for _, fd in self._workers:
+                    os.close(fd)
+                import signal
+
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                _write_all(results_w, self._serve(tokens, parent))
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(results_w)
+        self._workers.append((pid, results_r))
+
+    def _serve(self, tokens: int, parent: int) -> bytes:
+        """The worker's loop: claim, hash, record; the records, when no unit is left."""
+        buffers = Buffers()
+        records: list[bytes] = []
+        self._stop = _Orphaned(parent)  # checked before each unit and each read
+        while True:
+            token = os.read(tokens, _TOKEN)
+            if len(token) < _TOKEN or self._stop.is_set():
+                return b"".join(records)
+            index = int.from_bytes(token, "little")
+            outcome = self._run(self._units[index], buffers)
+            if isinstance(outcome, Resource):
+                kind, payload = b"d", outcome.digest
+            else:
+                kind, payload = b"e", outcome.reason.encode("utf-8", "replace")[:4000]
+            records.append(token + kind + len(payload).to_bytes(2, "little") + payload)
+
+    def _join(self) -> None:
+        while self._workers:  # one at a time: an interrupted wait leaves the rest to cancel()
+            pid, fd = self._workers[0]
+            data = _read_all(fd)
+            del self._workers[0]
+            os.close(fd)
+            _, status = os.waitpid(pid, 0)
+            self._record(data, os.waitstatus_to_exitcode(status))
+
+    def _record(self, data: bytes, code: int) -> None:
+        view, at = memoryview(data), 0
+        while at + _TOKEN + 3 <= len(view):
+            index = int.from_bytes(view[at:at + _TOKEN], "little")
+            kind = bytes(view[at + _TOKEN:at + _TOKEN + 1])
+            size = int.from_bytes(view[at + _TOKEN + 1:at + _TOKEN + 3], "little")
+            payload = bytes(view[at + _TOKEN + 3:at + _TOKEN + 3 + size])
+            at += _TOKEN + 3 + size
+            if index >= len(self._units) or len(payload) != size:
+                break  # a record cut short: what is left is reported missing below
+            unit = self._units[index]
+            self._results[index] = (
+                Resource(unit.file.rel, payload, self._algorithm, unit.start, unit.end)
+                if kind == b"d" else HashingError(unit.file.rel, payload.decode("utf-8")))
+        if code != 0:
+            for index, unit in enumerate(self._units):
+                if self._results[index] is None:
+                    self._results[index] = HashingError(
+                        unit.file.rel, f"hashing worker stopped (exit status {code})")
+
+    def cancel(self) -> None:
+        """Stop: the workers are killed; the call returns when they are gone."""
+        import signal
+
+        workers, self._workers = self._workers, []
+        for pid, fd in workers:
+            os.close(fd)
+            os.kill(pid, signal.SIGKILL)  # not reaped yet, so still there to be killed
+            os.waitpid(pid, 0)
+
+
+class _Orphaned:
+    """A forked worker's stop signal: its parent is gone (it was re-parented)."""
+
+    def __init__(self, parent: int) -> None:
+        self._parent = parent
+
+    def is_set(self) -> bool:
+        return os.getppid() != self._parent
+
+
+def can_fork(hash_type: str = "sha256") -> bool:
+    """Whether :class:`ForkedPending` may be used here (see its docstring)."""
+    return (sys.platform.startswith("linux") and hasattr(os, "fork")
+            and hash_type != "blake3" and threading.active_count() == 1)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def start_hashing(files: Sequence[LocalFile], serialization: Serialization,
-                  workers: int | None = None) -> Pending:
+                  workers: int | None = None, *, processes: bool = False) -> Pending:
     """Start hashing every file as ``serialization`` says, in parallel (at least one thread,
-    even for one unit, so the caller goes on meanwhile); ``.result()`` waits."""
+    even for one unit, so the caller goes on meanwhile); ``.result()`` waits.
+
+    ``processes``: hash in forked worker processes where that is safe (:class:`ForkedPending`;
+    the command line asks for it), in threads otherwise."""
+    if processes:
+        try:
+            return ForkedPending(files, serialization, workers)
+        except _NoFork:
+            pass
     return Pending(files, serialization, workers)
 
 

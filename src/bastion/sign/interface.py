@@ -53,7 +53,9 @@ __all__ = ["Options", "Result", "Signed", "Trust", "build_manifest", "default_si
 
 
 class Options(NamedTuple):
-    """How to hash: the method, the hash, the shard size, what to ignore, how many threads."""
+    """How to hash: the method, the hash, the shard size, what to ignore, how many workers,
+    and whether they may be forked processes (see :class:`bastion.sign.hashing.ForkedPending`:
+    the command line's choice, for a process with nothing else running)."""
 
     method: str = SHARDS
     hash_type: str = "sha256"
@@ -61,6 +63,7 @@ class Options(NamedTuple):
     ignore: tuple[str, ...] = ()
     ignore_git: bool = True
     workers: int | None = None
+    processes: bool = False
 
     def check(self) -> None:
         if self.method not in (FILES, SHARDS):
@@ -134,7 +137,8 @@ def _start_manifest(model: str | os.PathLike[str], signature: str | os.PathLike[
         options.method, options.hash_type,
         options.shard_size if options.method == SHARDS else None,
         walk.has_links, tuple(ignores) if folder else ())
-    pending = start_hashing(walk.files, serialization, options.workers)
+    pending = start_hashing(walk.files, serialization, options.workers,
+                            processes=options.processes)
     return _Manifesting(model, serialization, pending, {f.rel: f.size for f in walk.files})
 
 
@@ -180,7 +184,11 @@ def sign_model(model: str | os.PathLike[str], key: str | os.PathLike[str], *,
     except BaseException:
         manifesting.pending.cancel()
         raise
-    manifest = manifesting()
+    try:
+        manifest = manifesting()
+    except BaseException:  # an interrupted wait: stop the workers, not only this thread
+        manifesting.pending.cancel()
+        raise
     from bastion.sign.formats import encode_bundle, pae, statement
     from bastion.sign.keys import describe, key_hint, sign_bytes
 
