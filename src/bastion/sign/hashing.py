@@ -6,7 +6,9 @@ release the GIL while they hash and the kernel while it reads, so threads scale 
 processes without copying data between them. Each thread reads into its own reusable,
 page-aligned buffers (:class:`Buffers`: :data:`CHUNK` bytes, and :data:`BLAKE3_READ` for a
 large BLAKE3 file; see :func:`bastion.files.aligned_buffer`), so memory is bounded by the
-thread count whatever the model's size.
+thread count whatever the model's size. The command line hashes in forked worker processes
+instead (:class:`ForkedPending`), where that is safe: the same loop, without sharing a GIL with
+the Python its main thread runs meanwhile.
 
 SHA-256 cannot hash one stream in parallel, so a large file in the ``files`` method is one
 unit; the ``shards`` method (the default) cuts it into shards that hash side by side. BLAKE3
