@@ -53,3 +53,10 @@ def aligned_buffer(size: int) -> memoryview:
         return memoryview(mmap.mmap(-1, size))
     except (OSError, ValueError):
         return memoryview(bytearray(size))
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` to a file descriptor (``os.write`` may write fewer)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from bastion.cpus import usable_cpus
-from bastion.files import aligned_buffer
+from bastion.files import aligned_buffer, write_all
 from bastion.records import NamedTuple
 from bastion.sign.manifest import FILES, SHARDS, LocalFile, Resource, Serialization
 
@@ -367,7 +367,12 @@ class ForkedPending(Pending):
 
     def _fork(self, tokens: int, parent: int) -> None:
         results_r, results_w = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(results_r)
+            os.close(results_w)
+            raise
         if pid == 0:  # the worker: never returns into the parent's code
             code = 1
             try:
@@ -377,7 +382,7 @@ class ForkedPending(Pending):
                 import signal
 
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-                _write_all(results_w, self._serve(tokens, parent))
+                write_all(results_w, self._serve(tokens, parent))
                 code = 0
             finally:
                 os._exit(code)
@@ -421,9 +426,12 @@ class ForkedPending(Pending):
             if index >= len(self._units) or len(payload) != size:
                 break  # a record cut short: what is left is reported missing below
             unit = self._units[index]
-            self._results[index] = (
-                Resource(unit.file.rel, payload, self._algorithm, unit.start, unit.end)
-                if kind == b"d" else HashingError(unit.file.rel, payload.decode("utf-8")))
+            if kind == b"d":
+                self._results[index] = Resource(unit.file.rel, payload, self._algorithm,
+                                                unit.start, unit.end)
+            else:
+                self._results[index] = HashingError(unit.file.rel,
+                                                    payload.decode("utf-8", "replace"))
         if code != 0:
             for index, unit in enumerate(self._units):
                 if self._results[index] is None:
@@ -455,12 +463,6 @@ def can_fork(hash_type: str = "sha256") -> bool:
     """Whether :class:`ForkedPending` may be used here (see its docstring)."""
     return (sys.platform.startswith("linux") and hasattr(os, "fork")
             and hash_type != "blake3" and threading.active_count() == 1)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _read_all(fd: int) -> bytes:

@@ -18,6 +18,7 @@ import os
 import stat
 
 from bastion.errors import UsageError
+from bastion.files import write_all
 from bastion.records import NamedTuple
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (bastion.records)
@@ -297,7 +298,7 @@ def _write(path: Path, data: bytes, mode: int, *, exclusive: bool) -> None:
         fd = os.open(path, flags, mode)
         try:
             os.fchmod(fd, mode)  # exactly this mode, whatever the umask
-            _write_all(fd, data)
+            write_all(fd, data)
         except BaseException:
             os.close(fd)
             path.unlink(missing_ok=True)
@@ -310,16 +311,10 @@ def _write(path: Path, data: bytes, mode: int, *, exclusive: bool) -> None:
     try:
         try:
             os.fchmod(fd, mode)
-            _write_all(fd, data)
+            write_all(fd, data)
         finally:
             os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
