@@ -13,8 +13,8 @@ tokenizer/config files, a few empty ones), then measures, with the page cache wa
 * the same hashing as a minimal Python process (interpreter start, walk, threads, exit): what
   any Python command pays besides hashing, shown beside the limit, not part of it;
 * ``bastion sign`` and ``bastion verify`` as whole processes (interpreter start, imports,
-  walk, hashing, signing, writing), SHA-256 shards (the default), with one thread per CPU
-  and with one thread; and the BLAKE3 mode;
+  walk, hashing, signing, writing), SHA-256 shards (the default), with one worker per CPU
+  and with one (``--workers 1``); and the BLAKE3 mode;
 * model-signing (1.1) on the same folder, as whole processes: its default (files, SHA-256),
   its sharded SHA-256 mode and BLAKE3, sign and verify (its verifier is given the hashing
   configuration: auto-detected, its sharded signatures fail, see tests/sign/test_interop.py).
