@@ -345,9 +345,10 @@ class ForkedPending(Pending):
                 if fcntl.fcntl(tokens_w, fcntl.F_GETPIPE_SZ) < _TOKEN * count:
                     raise _NoFork()
             tokens = b"".join(i.to_bytes(_TOKEN, "little") for i in range(count))
-            os.set_blocking(tokens_w, False)  # never wait: the pipe was sized for all of them
-            written = os.write(tokens_w, tokens)
-            if written != len(tokens):  # pragma: no cover - the size was checked
+            os.set_blocking(tokens_w, False)  # never wait for a reader that is not there yet
+            # Short when the pipe is smaller than 64 KiB (Linux gives a user over the pipe
+            # quota one page): then threads do the work.
+            if os.write(tokens_w, tokens) != len(tokens):
                 raise _NoFork()
         except BaseException:
             os.close(tokens_r)
