@@ -1,7 +1,9 @@
-"""bastion.records.NamedTuple builds what typing.NamedTuple builds, without importing typing."""
+"""bastion.records builds what typing.NamedTuple and dataclasses build, without importing them."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import pickle
 import subprocess
 import sys
@@ -10,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bastion import records
 from bastion.records import NamedTuple
 
 
@@ -96,3 +99,102 @@ def test_importing_records_does_not_import_typing() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert done.stdout.split() == ["P(x=1,", "y=0)", "False"], done.stderr
+
+
+# bastion.records.dataclass: the standard decorator's subset, compared on the same bodies.
+
+def _value_classes(decorator: Any, make_field: Any) -> tuple[type, type]:
+    @decorator(frozen=True, slots=True)
+    class Point:
+        """A point."""
+
+        x: int
+        label: str = "p"
+        tags: tuple[str, ...] = ()
+        extra: dict[str, int] = make_field(default_factory=dict, compare=False)
+
+        def __post_init__(self) -> None:
+            object.__setattr__(self, "label", self.label.strip())
+
+        @property
+        def doubled(self) -> int:
+            return self.x * 2
+
+        @classmethod
+        def origin(cls) -> Point:
+            return cls(0)
+
+    @decorator
+    class Bag:
+        items: list[int] = make_field(default_factory=list)
+        count: int = 0
+
+    return Point, Bag
+
+
+OurPoint, OurBag = _value_classes(records.dataclass, records.field)
+TheirPoint, TheirBag = _value_classes(dataclasses.dataclass, dataclasses.field)
+for _cls, _name in ((OurPoint, "OurPoint"), (TheirPoint, "TheirPoint")):
+    _cls.__name__ = _cls.__qualname__ = _name  # found by pickle as module globals
+
+
+@pytest.mark.parametrize(("point", "bag"), [(OurPoint, OurBag), (TheirPoint, TheirBag)],
+                         ids=["ours", "stdlib"])
+def test_a_value_behaves_as_dataclasses_builds_it(point: Any, bag: Any) -> None:
+    one = point(1, " a ", ("t",), {"k": 1})
+    assert (one.x, one.label, one.tags, one.extra, one.doubled) == (1, "a", ("t",), {"k": 1}, 2)
+    assert one == point(1, "a", ("t",), {"other": 2})  # extra is not compared...
+    assert hash(one) == hash(point(1, "a", ("t",)))  # ...nor hashed
+    assert one != point(2, "a", ("t",))
+    assert one != (1, "a", ("t",))
+    assert point(1).extra == {}
+    assert point(1).extra is not point(1).extra
+    assert point.origin() == point(0)
+    assert point.__doc__ == "A point."
+    assert repr(point(1, "b")).endswith("(x=1, label='b', tags=(), extra={})")
+    with pytest.raises(AttributeError):
+        one.x = 2
+    with pytest.raises(AttributeError):
+        del one.label
+    with pytest.raises((AttributeError, TypeError)):  # 3.11's own raises TypeError here
+        one.other = 1  # slotted: no other attribute either
+    with pytest.raises(TypeError):
+        point()  # x has no default
+    assert pickle.loads(pickle.dumps(one)) == one
+    assert copy.deepcopy(one) == one
+    assert copy.copy(one) == one
+    changed = (records.replace if point is OurPoint else dataclasses.replace)(one, x=5)
+    assert (changed.x, changed.label, changed.extra, one.x) == (5, "a", {"k": 1}, 1)
+    names = (records.field_names(point) if point is OurPoint
+             else tuple(f.name for f in dataclasses.fields(point)))
+    assert names == ("x", "label", "tags", "extra")
+    mutable = bag()
+    mutable.items.append(1)
+    mutable.count = 2
+    assert (mutable.items, mutable.count, bag().items) == ([1], 2, [])
+    assert mutable == bag([1], 2)
+    with pytest.raises(TypeError):
+        hash(mutable)  # mutable values are not hashable
+
+
+def test_replace_and_as_dict() -> None:
+    one = OurPoint(1, "a")
+    assert records.as_dict(one) == {"x": 1, "label": "a", "tags": (), "extra": {}}
+    with pytest.raises(TypeError, match="no field 'y'"):
+        records.replace(one, y=1)
+
+
+def test_a_value_refuses_a_field_without_default_after_one_with() -> None:
+    with pytest.raises(TypeError, match="non-default argument 'y'"):
+        @records.dataclass(frozen=True)
+        class Wrong:
+            x: int = 0
+            y: int  # type: ignore[misc]
+
+
+def test_the_verifier_spine_does_not_import_dataclasses() -> None:
+    code = ("import sys; import bastion.policy, bastion.sign.verify, bastion.report\n"
+            "print(sorted(m for m in ('dataclasses', 'inspect') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.strip() == "[]", done.stderr

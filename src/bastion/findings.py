@@ -5,23 +5,29 @@ was found (file, and inside it the archive member chain, byte offset or line), w
 and why it matters, the evidence, the fix and references. A :class:`Report` gathers the
 findings of one run with what was scanned and what was skipped.
 
-These are frozen standard-library dataclasses, not pydantic models: they are built for every
-finding of every scan, and importing and building pydantic models cost more than the whole
-scan of a large checkpoint (measured; see the README). ``to_dict``/``from_dict`` are the JSON
+These are frozen dataclasses, not pydantic models: they are built for every finding of every
+scan, and importing and building pydantic models cost more than the whole scan of a large
+checkpoint (measured; see the README). They are declared with :func:`bastion.records.dataclass`,
+the standard decorator's subset without its ``inspect`` import (``bastion verify`` builds them
+while its model hashes). ``to_dict``/``from_dict`` are the JSON
 form, whose schema ``bastion.report.schema`` documents. Every text that may come from a scanned
 file or its name is made visible (:func:`visible`) when the value is built.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+
+from bastion.records import as_dict, dataclass, field
+from bastion.records import replace as replace_value
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Longest evidence or message text kept in a finding. Scanned files are hostile: a
 #: multi-megabyte string argument must not become a multi-megabyte report.
@@ -279,7 +285,7 @@ class Finding:
         return self.suppression is None
 
     def replace(self, **changes: Any) -> Finding:
-        return dataclasses.replace(self, **changes)
+        return replace_value(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -340,7 +346,7 @@ class ScanStats:
     cached: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return as_dict(self)
 
 
 SCHEMA_VERSION = "1.0"
@@ -385,7 +391,7 @@ class Report:
         return counts
 
     def replace(self, **changes: Any) -> Report:
-        return dataclasses.replace(self, **changes)
+        return replace_value(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return {

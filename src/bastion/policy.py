@@ -26,18 +26,20 @@ Read from ``bastion.toml`` (top-level keys) or the ``[tool.bastion]`` table of
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 from bastion.errors import PolicyError
 from bastion.findings import Finding, Location, Severity, Suppression
+from bastion.records import dataclass, field, replace
 from bastion.rules import IGNORE_EXPIRED
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
 POLICY_FILE = "bastion.toml"
 PYPROJECT = "pyproject.toml"
@@ -128,7 +130,7 @@ class Policy:
 
     def with_overrides(self, **changes: Any) -> Policy:
         """A copy with some settings replaced (e.g. ``fail_on`` from the command line)."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def excluded(self, path: str) -> bool:
         return any(path_matches(path, pattern) for pattern in self.exclude)

@@ -9,10 +9,13 @@ same wherever it is raised.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, cast
 
 from bastion.findings import Category, Finding, Location, Reference, Severity, clip
+from bastion.records import dataclass
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +41,7 @@ class Rule:
     @property
     def refs(self) -> tuple[Reference, ...]:
         """The references, parsed (``__post_init__`` parsed every string)."""
-        return cast(tuple[Reference, ...], self.references)
+        return self.references  # type: ignore[return-value]
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -3,7 +3,6 @@ path, the stat index, the PostgreSQL backend, and failures that must never cost 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import uuid
@@ -14,6 +13,7 @@ from tests.scale.conftest import comparable, sqlite_url
 
 from bastion.engine import scan_paths
 from bastion.policy import Allow, Policy, Severity
+from bastion.records import field_names, replace
 from bastion.scale import keys, scan, work
 from bastion.scale.cache import ResultCache, open_cache
 
@@ -109,7 +109,7 @@ def test_policy_parts_analyzers_read_invalidate_and_the_others_do_not(corpus: Pa
     base = Policy()
     scan([corpus], base, cache=db)
     # Applied after the analyzers: the cached raw findings still hold.
-    relaxed = dataclasses.replace(base, fail_on=Severity.CRITICAL,
+    relaxed = replace(base, fail_on=Severity.CRITICAL,
                                   severity={"PICKLE-DANGEROUS-GLOBAL": Severity.LOW},
                                   exclude=("nothing-matches-this",))
     report = scan([corpus], relaxed, cache=db)
@@ -118,11 +118,11 @@ def test_policy_parts_analyzers_read_invalidate_and_the_others_do_not(corpus: Pa
     assert "PICKLE-DANGEROUS-GLOBAL" not in {f.rule_id for f in report.findings
                                               if f.severity is not Severity.LOW}
     # Read by analyzers: an allow-list or a limit changes what they report.
-    allowing = dataclasses.replace(base, allow=Allow(pickle_globals=("os.system",)))
+    allowing = replace(base, allow=Allow(pickle_globals=("os.system",)))
     report = scan([corpus], allowing, cache=db)
     assert report.stats.cached <= 1  # at most the in-run duplicate (copy-b.bin)
     assert comparable(report) == comparable(scan_paths([corpus], allowing))
-    limited = dataclasses.replace(base, limits=dataclasses.replace(base.limits,
+    limited = replace(base, limits=replace(base.limits,
                                                                    max_pickle_opcodes=50))
     report = scan([corpus], limited, cache=db)
     assert report.stats.cached <= 1
@@ -131,7 +131,7 @@ def test_policy_parts_analyzers_read_invalidate_and_the_others_do_not(corpus: Pa
 
 
 def test_every_policy_field_is_classified_for_the_cache_key() -> None:
-    fields = {f.name for f in dataclasses.fields(Policy)}
+    fields = set(field_names(Policy))
     assert fields <= set(keys.ANALYZER_POLICY) | set(keys.NOT_ANALYZER_POLICY), (
         "a new policy field: add it to keys.ANALYZER_POLICY if an analyzer reads it, else "
         "to keys.NOT_ANALYZER_POLICY")

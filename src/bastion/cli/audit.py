@@ -10,7 +10,6 @@ JSON report, for scheduled jobs that must alert the moment a deployed set become
 
 from __future__ import annotations
 
-import dataclasses
 from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -74,7 +73,7 @@ def audit_cmd(
             notes = _fix(result, dry_run=dry_run, to_stdout=fmt is Format.TERMINAL and not output)
             if notes and not dry_run:  # audit again: the report shows what remains
                 result = audit(paths or [], store, policy, python=python, policy_source=source)
-        report = dataclasses.replace(result.report, notes=(*result.report.notes, *notes))
+        report = result.report.replace(notes=(*result.report.notes, *notes))
         if baseline is not None:
             report = only_new(report, baseline)
         emit(report, fmt, output, quiet)

@@ -41,6 +41,7 @@ from bastion.gateway.errors import AdmissionRefused, ModelIntegrityError, NotFou
 from bastion.gateway.principals import check_name
 from bastion.gateway.tables import VERSION_MAX, ModelRow
 from bastion.policy import DEFAULT, Policy
+from bastion.records import replace
 
 LOADERS = ("onnx", "sklearn", "torchscript", "torch", "callable")
 #: Loaders that import code named by ``factory`` (``module:function``).
@@ -327,8 +328,7 @@ def admit(engine: Engine, name: str, path: str | Path, *, version: str | None = 
     # Every file is scanned (no excludes). [sign] require is left to the check below, which
     # is stricter (any [sign] section: a verified signature, wherever it lies) and, unlike
     # the scan, knows where a single file's signature is.
-    scan_policy = dataclasses.replace(policy, exclude=(),
-                                      sign=dataclasses.replace(policy.sign, require=()))
+    scan_policy = replace(policy, exclude=(), sign=replace(policy.sign, require=()))
     report = scan_paths([root], scan_policy, policy_source=policy_source)
     if not report.passed:
         failing = list(report.failing)

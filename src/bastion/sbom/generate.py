@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ def generate(paths: Sequence[str], store: AdvisoryStore | None, policy: Policy =
         scanned = scan_paths([m.path for m in models], policy, registry=Registry(MODEL_ANALYZERS),
                              policy_source=policy_source)
         models = with_verdicts(models, scanned)
-        report = dataclasses.replace(report, findings=(*report.findings, *scanned.findings),
+        report = report.replace(findings=(*report.findings, *scanned.findings),
                                      skipped=(*report.skipped, *scanned.skipped))
     sbom = assemble(report, result.inventories, models, root=root_name(paths or [str(python)]),
                     problems=found.problems)

@@ -22,7 +22,6 @@ This module imports nothing heavy: worker processes use it too.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
@@ -34,6 +33,7 @@ from pathlib import Path
 from bastion import __version__
 from bastion.analyzer import Analyzer, LazyAnalyzer, Registry
 from bastion.policy import Policy
+from bastion.records import as_dict
 
 #: Version of the cached payload's layout; bump it when :mod:`bastion.scale.work` changes it.
 PAYLOAD_FORMAT = 1
@@ -90,7 +90,7 @@ def policy_digest(policy: Policy) -> str:
     """SHA-256 of the policy parts analyzers read (:data:`ANALYZER_POLICY`)."""
     parts: dict[str, object] = {}
     for name in ANALYZER_POLICY:
-        value = dataclasses.asdict(getattr(policy, name))
+        value = as_dict(getattr(policy, name))
         if name == "limits":
             value = {k: v for k, v in value.items() if k not in PRE_ANALYSIS_LIMITS}
         parts[name] = value

@@ -9,9 +9,9 @@ to one, in path order). Empty files have no shard, so they are never taken for r
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 
 from bastion.findings import Finding, Location, Severity
+from bastion.records import dataclass
 from bastion.sign import rules
 from bastion.sign.manifest import SHARDS, LocalFile, Manifest, Resource
 

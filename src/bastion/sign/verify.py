@@ -12,11 +12,10 @@ is none, one ``SIGN-VERIFIED`` finding (severity info) records the signature's s
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from bastion.findings import Finding, Location
+from bastion.records import dataclass, field
 from bastion.rules import UNREADABLE
 from bastion.sign import rules
 from bastion.sign.diff import Where, compare
@@ -36,6 +35,10 @@ from bastion.sign.manifest import (
     Manifest,
     ManifestError,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Verifies a Sigstore (keyless) bundle file; returns the signed payload and who signed it.
 SigstoreCheck = Callable[[Path], tuple[bytes, str]]

@@ -9,7 +9,6 @@ running it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -140,4 +139,4 @@ def only_new(report: Report, baseline: Path) -> Report:
                          hint="write one with `bastion audit --format json -o FILE`") from None
     new = tuple(f for f in report.findings if f.fingerprint not in known)
     note = f"baseline {baseline}: {len(new)} new of {len(report.findings)} findings"
-    return dataclasses.replace(report, findings=new, notes=(*report.notes, note))
+    return report.replace(findings=new, notes=(*report.notes, note))
