@@ -336,3 +336,55 @@ def test_read_buffer_is_page_aligned_and_writable() -> None:
     assert address % 4096 == 0
     view[:3] = b"abc"
     assert bytes(view[:3]) == b"abc"
+
+
+def _evict(path: Path, start: int = 0, length: int = 0) -> bool:
+    """Drop a file's pages from the page cache (no root needed for clean pages); whether
+    they really went (not on tmpfs, say)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, start, length, os.POSIX_FADV_DONTNEED)
+        os.preadv(fd, [bytearray(4096)], start, os.RWF_NOWAIT)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="Linux's non-blocking reads")
+@pytest.mark.parametrize("cached", ["none", "first-half", "all"])
+def test_bytes_not_in_the_page_cache_are_read_ahead_and_hashed_the_same(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cached: str) -> None:
+    from bastion.sign import hashing
+
+    data = os.urandom(3 * hashing.PREFETCH + 12345)
+    path = tmp_path / "weights.bin"
+    path.write_bytes(data)
+    # On a boundary of the page cache's largest pages (folios of up to 2 MiB and more: one
+    # that straddles the boundary stays cached).
+    first = len(data) // 2 >> 23 << 23 if cached == "first-half" else 0
+    if cached != "all" and not _evict(path, first):
+        pytest.skip("this file system keeps every page cached")
+    advised: list[tuple[int, int]] = []
+    fadvise = os.posix_fadvise
+
+    def recording(fd: int, offset: int, length: int, advice: int) -> None:
+        if advice == os.POSIX_FADV_WILLNEED:
+            advised.append((offset, length))
+        fadvise(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", recording)
+    hashed = hash_files(walk_model(tmp_path).files, Serialization(SHARDS, "sha256", 2 ** 30), 1)
+    assert not hashed.errors
+    assert [r.digest for r in hashed.resources] == [hashlib.sha256(data).digest()]
+    if cached == "all":
+        assert advised == []  # a warm cache is read as it is, with no advice at all
+    else:
+        # From the first read that would wait for the disk, ahead in contiguous windows, to
+        # the end of the unit and never past it.
+        assert advised[0][0] >= first - hashing.CHUNK
+        ends = [offset + length for offset, length in advised]
+        assert [offset for offset, _ in advised[1:]] == ends[:-1]
+        assert ends[-1] == len(data)

@@ -21,6 +21,7 @@ says so.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import sys
@@ -57,6 +58,15 @@ BLAKE3_PARALLEL_MIN = 8 << 20
 #: 2.5 GB warm: 1 MiB 3.3-3.6 GB/s, 2 MiB 4.4-4.7, 4 MiB 5.1-5.7, 8 MiB 4.8-6.0, 16 MiB 4.2
 #: (memory-mapped: 7.3-7.8 GB/s, but see above).
 BLAKE3_READ = 4 << 20
+#: How far ahead of its reads a unit whose bytes are not in the page cache asks the kernel to
+#: read (``POSIX_FADV_WILLNEED``): the kernel's own sequential readahead keeps a virtual
+#: disk's queue too short. Measured on 2 vCPUs, 4 GB, cold cache, 2 threads: 2.93 s with
+#: readahead alone, 2.37 s with 16 MB, 2.40 s with 64 MB (5 rounds). Asked only once a read
+#: found the page cache empty (``RWF_NOWAIT``): on a warm cache the advice alone cost 0.7%
+#: (64 MB) to 1.8% (16 MB) of the hashing time (12 rounds).
+PREFETCH = 32 << 20
+#: ``preadv`` that fails rather than waits for the disk (Linux); 0 where there is none.
+_NOWAIT = getattr(os, "RWF_NOWAIT", 0) if hasattr(os, "posix_fadvise") else 0
 #: The most units one model may be cut into (shards of 1 MB over a 1 TB model: a million).
 MAX_UNITS = 4_000_000
 
@@ -157,17 +167,38 @@ def plan(files: Sequence[LocalFile], serialization: Serialization) -> list[Unit]
 
 def _read_into(handle: int, unit: Unit, hasher: _Hasher, view: memoryview,
                stop: _Stop | None) -> None:
+    """Read the unit through ``view`` into ``hasher``. Reads that the page cache can serve are
+    plain reads; from the first one it cannot (``RWF_NOWAIT`` fails), the kernel is asked to
+    read :data:`PREFETCH` ahead, so the disk is kept busy while the bytes before are hashed."""
     offset = unit.start or 0
-    remaining = unit.length
-    while remaining > 0:
+    end = offset + unit.length
+    nowait, cold, fetched = _NOWAIT, False, offset
+    while offset < end:
         if stop is not None and stop.is_set():
             raise HashingError(unit.file.rel, "cancelled")
-        got = os.preadv(handle, [view[:min(len(view), remaining)]], offset)
+        if cold and fetched < end and fetched - offset < PREFETCH:
+            upto = min(end, offset + 2 * PREFETCH)
+            start = max(fetched, offset)
+            os.posix_fadvise(handle, start, upto - start, os.POSIX_FADV_WILLNEED)
+            fetched = upto
+        want = view[:min(len(view), end - offset)]
+        got = 0
+        if nowait and not cold:
+            try:
+                got = os.preadv(handle, [want], offset, nowait)
+            except BlockingIOError:  # not in the page cache: read ahead from now on
+                cold = True
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                nowait = 0  # this file system cannot say: plain reads
+        if got <= 0:  # also where a non-blocking read found nothing: the end, or not
+            got = os.preadv(handle, [want], offset)
         if got <= 0:
             raise HashingError(unit.file.rel, "file shrank while it was hashed")
         hasher.update(view[:got])
         offset += got
-        remaining -= got
     if unit.start is None and os.pread(handle, 1, offset):
         raise HashingError(unit.file.rel, "file grew while it was hashed")
 
