@@ -80,7 +80,6 @@ else:
     class NamedTuple(metaclass=_RecordMeta):
         """Base of a record class: ``class Point(NamedTuple): x: int; y: int = 0``."""
 
-
     _MISSING = object()
 
     class _Field:
@@ -167,7 +166,7 @@ else:
         return type(self), tuple(getattr(self, n) for n in self.__value_fields__)
 
     def _frozen(self, name, *_):
-        raise AttributeError(f"cannot assign to field {name!r}")
+        raise AttributeError(f"cannot assign to or delete field {name!r}")
 
 
 def replace(value: _T, /, **changes: Any) -> _T:

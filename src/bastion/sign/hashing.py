@@ -60,10 +60,11 @@ BLAKE3_PARALLEL_MIN = 8 << 20
 BLAKE3_READ = 4 << 20
 #: How far ahead of its reads a unit whose bytes are not in the page cache asks the kernel to
 #: read (``POSIX_FADV_WILLNEED``): the kernel's own sequential readahead keeps a virtual
-#: disk's queue too short. Measured on 2 vCPUs, 4 GB, cold cache, 2 threads: 2.93 s with
-#: readahead alone, 2.37 s with 16 MB, 2.40 s with 64 MB (5 rounds). Asked only once a read
-#: found the page cache empty (``RWF_NOWAIT``): on a warm cache the advice alone cost 0.7%
-#: (64 MB) to 1.8% (16 MB) of the hashing time (12 rounds).
+#: disk's queue too short. Measured on 2 vCPUs, 4 GB in 1 GB units, cold cache, 2 threads:
+#: 3.14 s with the kernel's readahead alone, 2.54 s reading 32 MB ahead, 2.59 s 128 MB ahead
+#: (medians of 14 rounds; single runs spread from 1.9 to 3.7 s). Asked only once a read found
+#: the page cache empty (``RWF_NOWAIT``): on a warm cache the advice alone cost 0.7% (64 MB)
+#: to 1.8% (16 MB) of the hashing time (12 rounds).
 PREFETCH = 32 << 20
 #: ``preadv`` that fails rather than waits for the disk (Linux); 0 where there is none.
 _NOWAIT = getattr(os, "RWF_NOWAIT", 0) if hasattr(os, "posix_fadvise") else 0
