@@ -192,6 +192,16 @@ def test_a_value_refuses_a_field_without_default_after_one_with() -> None:
             y: int  # type: ignore[misc]
 
 
+def test_a_value_refuses_methods_it_would_overwrite() -> None:
+    with pytest.raises(TypeError, match="writes __eq__ itself"):
+        @records.dataclass(frozen=True)
+        class Custom:
+            x: int
+
+            def __eq__(self, other: object) -> bool:
+                return True
+
+
 def test_the_verifier_spine_does_not_import_dataclasses() -> None:
     code = ("import sys; import bastion.policy, bastion.sign.verify, bastion.report\n"
             "print(sorted(m for m in ('dataclasses', 'inspect') if m in sys.modules))")

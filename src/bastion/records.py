@@ -102,8 +102,15 @@ else:
             return lambda c: _build(c, frozen)
         return _build(cls, frozen)
 
+    #: Methods :func:`dataclass` writes itself: ``dataclasses`` would keep a body's own
+    #: ``__eq__`` or ``__repr__``, and this subset refuses them rather than replace them.
+    _GENERATED = ("__init__", "__eq__", "__repr__", "__setattr__", "__delattr__", "__reduce__")
+
     def _build(cls, frozen):
         own = cls.__dict__
+        for name in _GENERATED:
+            if name in own:
+                raise TypeError(f"{cls.__name__}: records.dataclass writes {name} itself")
         names = tuple(n for n, kind in own.get("__annotations__", {}).items()
                       if not str(kind).startswith(("ClassVar", "typing.ClassVar")))
         scope = {"_set": object.__setattr__, "_MISSING": _MISSING}
